@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make demo` (the whole pipeline) and `make test`.
+# Both bootstrap .venv from nothing; a second call reuses it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Offline and quiet: no telemetry, caches inside the repo.
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_LOGGING_LEVEL := WARNING
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL := WARNING
+export PREFECT_HOME := $(CURDIR)/.prefect
+export DVC_NO_ANALYTICS := 1
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
+export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+export MPLCONFIGDIR := $(CURDIR)/.cache/mpl
+export PATH := $(BIN):$(PATH)
+
+.PHONY: venv demo test test-fast bench ui clean-outputs
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing radiodiff and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install --upgrade pip > $(VENV)/install.log 2>&1 \
+	  && $(BIN)/python -m pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 \
+	  || (tail -n 40 $(VENV)/install.log; exit 1)
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	dvc repro
+	dvc metrics show
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/simulate.py
+
+ui: $(STAMP)
+	@echo "MLflow UI on http://127.0.0.1:5000 (Ctrl-C to stop)"
+	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

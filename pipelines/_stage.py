@@ -1,0 +1,89 @@
+"""What every stage entry point shares: quiet offline settings, error handling, fan-out, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+# Offline and quiet by default; a user's own settings win.
+for _name, _value in {
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "DVC_NO_ANALYTICS": "1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from prefect import task  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+
+from radiodiff.errors import UserError  # noqa: E402
+from radiodiff.io import atomic_write_text  # noqa: E402
+
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+
+
+def run_stage(body: Callable[[], Any]) -> int:
+    """Run a stage body; a `UserError` becomes one line on stderr and exit code 2."""
+    try:
+        body()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def task_runner(workers: int, scheduler_address: str | None = None):
+    """A Dask-backed Prefect task runner: an existing scheduler when `scheduler_address` (or
+    `RADIODIFF_DASK_ADDRESS`) is set, else a local cluster of `workers` one-thread processes."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    address = scheduler_address or os.environ.get("RADIODIFF_DASK_ADDRESS")
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if address:
+        return DaskTaskRunner(address=address)
+    if workers <= 1:
+        return ThreadPoolTaskRunner(max_workers=1)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+
+
+@task(retries=1, retry_delay_seconds=1)
+def _apply(fn: Callable, item: Any) -> Any:
+    return fn(item)
+
+
+def prefect_map(fn: Callable, items: list) -> Iterable:
+    """Fan `fn` out over `items` as Prefect tasks on the flow's task runner; yield results as
+    they finish. Must be called inside a flow."""
+    futures = [_apply.submit(fn, item) for item in items]
+    for future in as_completed(futures):
+        yield future.result()
+
+
+def write_metrics(name: str, metrics: dict[str, float]) -> Path:
+    """Write `metrics/{name}.json` (DVC metrics) atomically."""
+    path = METRICS_DIR / f"{name}.json"
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def save_figure(figure: Any, name: str) -> Path:
+    """Save a matplotlib figure as `plots/{name}` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from radiodiff.io import atomic_path
+
+    path = PLOTS_DIR / name
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path

@@ -1,0 +1,48 @@
+"""DVC stage `prepare`: RadioMapSeer scenes + targets -> dataset shards and a Parquet index."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# _stage first: it sets the offline/quiet switches that Prefect reads at import.
+from pipelines._stage import prefect_map, run_stage, save_figure, task_runner, write_metrics
+from prefect import flow
+
+from radiodiff import tracking
+from radiodiff.config import PrepareConfig, load_params
+from radiodiff.data.figures import sample_figure
+from radiodiff.data.prepare import run_prepare
+
+DATASET_DIR = Path("data/prepared")
+CACHE_DIR = Path("data/cache/prepare")
+
+
+@flow(name="prepare", validate_parameters=False)
+def prepare_flow(cfg: PrepareConfig, dataset_dir: str = str(DATASET_DIR), cache_dir: str = str(CACHE_DIR)) -> dict:
+    """Simulate (or import) every chosen map as a shard, fanned out per map; assemble; log."""
+    with tracking.stage_run("prepare", cfg) as run:
+        result = run_prepare(cfg, out_dir=Path(dataset_dir), cache_dir=Path(cache_dir), map_fn=prefect_map)
+        run.log(result.metrics)
+        figure = sample_figure(Path(dataset_dir), split="train", count=4, seed=cfg.seed)
+        run.log_figure(figure, "prepare_samples.png")
+        save_figure(figure, "prepare_samples.png")
+        run.log_artifact(Path(dataset_dir) / "index.parquet", folder="dataset")
+        write_metrics("prepare", result.metrics)
+    return result.metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        cfg = load_params(args.params).prepare
+        prepare_flow.with_options(task_runner=task_runner(cfg.workers))(cfg)
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""The `radiodiff` command: one subcommand module each, registered here.
+
+A `UserError` from any subcommand is printed as one line (`error: ...`) with exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from radiodiff.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    from radiodiff.cli import simulate
+
+    parser = argparse.ArgumentParser(prog="radiodiff", description="Radio maps by latent diffusion with midpoint reuse.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    simulate.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""The one module that talks to MLflow: one run per stage, params from the config dataclass.
+
+Store: `sqlite:///mlruns/mlflow.db` (MLflow's plain `./mlruns` file store is switched off in
+current MLflow), artifacts under `mlruns/artifacts`. `MLFLOW_TRACKING_URI` overrides the
+store (tests point it at a temporary folder). Telemetry is off unless the user turned it on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+for _name, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "MLFLOW_LOGGING_LEVEL": "WARNING",
+                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+    os.environ.setdefault(_name, _value)
+
+import mlflow  # noqa: E402  (after the telemetry switches, which mlflow reads at import)
+
+EXPERIMENT = "radiodiff"
+DEFAULT_STORE = "mlruns"
+
+
+def flatten_params(config: Any, prefix: str = "") -> dict[str, str]:
+    """A config dataclass (or mapping) as flat `a.b.c -> str` pairs, Enums by value."""
+    items = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    flat: dict[str, str] = {}
+    for key, value in items.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value.value if isinstance(value, enum.Enum) else value)
+    return flat
+
+
+def params_hash(flat: Mapping[str, str]) -> str:
+    """A short stable hash of flattened params, for tagging runs that share a config."""
+    return hashlib.sha256(json.dumps(dict(flat), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def configure(store: str | Path = DEFAULT_STORE) -> str:
+    """Point MLflow at the project store (or `MLFLOW_TRACKING_URI`) and make the experiment."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    store = Path(store).resolve()
+    if not uri:
+        store.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{store / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        artifacts = Path(os.environ.get("RADIODIFF_ARTIFACT_ROOT", store / "artifacts")).resolve()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    return uri
+
+
+class StageRun:
+    """Logging handle of one stage's run; `log(metrics, step)` suits training loops."""
+
+    def __init__(self, run: Any) -> None:
+        self.run_id: str = run.info.run_id
+
+    def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log numeric metrics (non-finite values are skipped: MLflow rejects them)."""
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and float(v) == float(v)}
+        mlflow.log_metrics(clean, step=step)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        """Log a matplotlib figure as an image artifact `name` (e.g. `samples.png`)."""
+        mlflow.log_figure(figure, name)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        """Copy a file or folder into the run's artifacts."""
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=folder)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Add tags to the run."""
+        mlflow.set_tags(dict(tags))
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, config: Any, *, profile: str = "default", tags: Mapping[str, str] | None = None,
+              parent: bool = False) -> Iterator[StageRun]:
+    """Open one MLflow run for `stage`, log `config` as params; mark it FAILED if the body raises.
+
+    `parent=False` opens a top-level run; nested runs (Optuna trials) pass `parent=True`.
+    """
+    configure()
+    flat = flatten_params(config)
+    run_tags = {"stage": stage, "git_commit": _git_commit(), "params_hash": params_hash(flat), "profile": profile}
+    run_tags.update(tags or {})
+    # MLflow's run context ends the run FAILED when the body raises.
+    with mlflow.start_run(run_name=stage, tags=run_tags, nested=parent) as run:
+        mlflow.log_params(flat)
+        yield StageRun(run)
