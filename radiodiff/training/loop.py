@@ -1,0 +1,335 @@
+"""The resumable training loop shared by train_vae, train_ldm and train_baseline.
+
+Each stage supplies its objective as `loss_fn`; the loop owns AdamW, gradient
+accumulation and clipping, the learning-rate schedule, the EMA, bf16 autocast, logging,
+validation, checkpoints and resume. Step counts mean "optimizer updates applied so far".
+
+Exact resume: every random draw of optimizer step `n` comes from seeds derived from
+(config.seed, n, micro-batch), the batch order is a function of the batch index, and the
+checkpoint holds the model, EMA, optimizer and process RNG states. So on CPU, a run
+stopped at any checkpoint and resumed in a fresh process ends with the same weights as an
+uninterrupted run. A dataset that draws random numbers itself (augmentation) must seed
+them from the sample index to keep that property with DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from radiodiff.training.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from radiodiff.training.config import LoopConfig, OptimConfig
+from radiodiff.training.ema import EMA
+from radiodiff.training.lr_schedule import learning_rate, set_learning_rate
+from radiodiff.training.rng import (
+    STREAM_TRAIN_STEP,
+    STREAM_VALIDATION,
+    capture_rng_state,
+    derive_seed,
+    restore_rng_state,
+    seeded_generator,
+    seeded_global_rng,
+)
+
+LossFn = Callable[[nn.Module, Any, int, torch.Generator], "tuple[torch.Tensor, Mapping[str, float]]"]
+ValFn = Callable[[nn.Module, int], Mapping[str, float]]
+LogFn = Callable[[dict[str, float], int], None]
+StopFn = Callable[[int, dict[str, float]], bool]
+BatchesFn = Callable[[int], Iterable[Any]]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of `train_loop`. The live model passed in holds the final weights.
+
+    - step: optimizer steps applied in total (including those before a resume).
+    - train_loss: mean loss of the last logging window (None if no step ever ran).
+    - val_metrics: the last `val_fn` result, keys without prefix ({} if never validated).
+    - wall_time_s, steps_per_s: of this call only.
+    - ema: the EMA, whose `ema_model` is usually the one to save or evaluate.
+    - checkpoint: the newest checkpoint written or resumed from (None without a directory).
+    - stopped_early: `should_stop` returned True.
+    """
+
+    step: int
+    train_loss: float | None
+    val_metrics: dict[str, float]
+    wall_time_s: float
+    steps_per_s: float
+    ema: EMA
+    checkpoint: Path | None
+    stopped_early: bool = False
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """The caller's callbacks and outputs, as passed to `train_loop`."""
+
+    log: LogFn
+    val_fn: ValFn | None
+    should_stop: StopFn | None
+    checkpoint_dir: Path | None
+    extra: Mapping[str, Any] | None
+
+
+@dataclass
+class _Run:
+    """Mutable state of one `train_loop` call, shared by its helpers."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    config: LoopConfig
+    device: torch.device
+    step: int = 0
+    next_batch: int = 0
+    train_loss: float | None = None
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    stopped: bool = False
+    micro_batches: Iterator[Any] | None = None
+
+
+def train_loop(
+    *,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: BatchesFn,
+    config: LoopConfig,
+    log: LogFn,
+    val_fn: ValFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    should_stop: StopFn | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train `model` in place for `config.total_steps` optimizer steps; resume if possible.
+
+    - loss_fn(model, batch, step, generator) -> (loss, metrics): scalar loss tensor of one
+      micro-batch and a dict of floats to log. `step` is the 0-based index of the optimizer
+      step; `generator` is a torch.Generator on the model's device seeded from
+      (config.seed, step, micro-batch): draw noise and timesteps from it. Torch's global
+      generator is also seeded that way for the call (for dropout) and restored after.
+    - batches(first) -> iterable of micro-batches, starting at global micro-batch `first`
+      (0 on a fresh run); see `batching.loader_factory`. Tensors in a batch (also inside
+      dicts, lists, tuples) are moved to the model's device.
+    - log(metrics, step): called every `log_every` steps with "train/loss", "train/lr",
+      "train/grad_norm", "train/<name>" (means over the window), and after each validation
+      with "val/<name>".
+    - val_fn(model, step) -> metrics: every `val_every` steps and at the end, under
+      no_grad, with the EMA model if `config.val_on_ema`, with a seeded global generator.
+    - should_stop(step, val_metrics) -> bool: called after each validation (the Optuna
+      pruning hook). True stops after writing a checkpoint; an exception it raises (such
+      as optuna.TrialPruned) propagates unchanged.
+    - checkpoint_dir: if it holds a checkpoint, training resumes from the newest one (a
+      corrupt one raises UserError naming it; delete it to fall back to the one before).
+      Checkpoints are written every `checkpoint_every` steps and at the end.
+    - extra: plain values stored in every checkpoint (e.g. the VAE latent scale factor).
+    """
+    model.train()
+    run = _Run(
+        model=model,
+        optimizer=_make_optimizer(model, config.optim),
+        ema=EMA(model, decay=config.optim.ema_decay, start_step=config.optim.ema_start_step),
+        config=config,
+        device=_device_of(model),
+    )
+    hooks = _Hooks(log, val_fn, should_stop, None if checkpoint_dir is None else Path(checkpoint_dir), extra)
+    rng_state = _resume(run, hooks.checkpoint_dir)
+    run.micro_batches = iter(batches(run.next_batch))
+    if rng_state is not None:
+        # After creating the iterator: a DataLoader may draw its base seed from the global RNG.
+        restore_rng_state(rng_state)
+    autocast = _autocast_factory(run.device, config.bf16)
+    first_step, started = run.step, time.perf_counter()
+    window: dict[str, list[float]] = {}
+    bar = tqdm(total=config.total_steps, initial=run.step, disable=None if progress else True, unit="step")
+    try:
+        while run.step < config.total_steps and not run.stopped:
+            metrics, lr = _optimizer_step(run, loss_fn, autocast)
+            run.step += 1
+            for key, value in metrics.items():
+                window.setdefault(key, []).append(value)
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", refresh=False)
+            bar.update()
+            _after_step(run, hooks, window, lr)
+    finally:
+        bar.close()
+        # Drop the only reference to the iterator, so DataLoader workers stop now even if a
+        # step raised (its traceback keeps `run` alive, not the iterator).
+        run.micro_batches = None
+    elapsed = time.perf_counter() - started
+    return TrainResult(
+        step=run.step,
+        train_loss=run.train_loss,
+        val_metrics=run.val_metrics,
+        wall_time_s=elapsed,
+        steps_per_s=(run.step - first_step) / elapsed if elapsed > 0 else 0.0,
+        ema=run.ema,
+        checkpoint=run.checkpoint,
+        stopped_early=run.stopped,
+    )
+
+
+def _optimizer_step(
+    run: _Run, loss_fn: LossFn, autocast: Callable[[], ContextManager]
+) -> tuple[dict[str, float], float]:
+    """Accumulate `accum_steps` micro-batch gradients, clip, step AdamW, update the EMA."""
+    config, model = run.config, run.model
+    run.optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    total_loss = torch.zeros((), device=run.device)
+    for micro in range(config.accum_steps):
+        batch = _to_device(_next_batch(run), run.device)
+        seed = derive_seed(config.seed, STREAM_TRAIN_STEP, run.step, micro)
+        with seeded_global_rng(seed, run.device), autocast():
+            loss, metrics = loss_fn(model, batch, run.step, seeded_generator(seed, run.device))
+        # Mean over micro-batches, so k micro-batches of b equal one batch of k*b.
+        (loss / config.accum_steps).backward()
+        total_loss += loss.detach().float() / config.accum_steps
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value) / config.accum_steps
+    sums["loss"] = total_loss.item()
+    if not math.isfinite(sums["loss"]):
+        raise FloatingPointError(f"training loss is {sums['loss']} at step {run.step}")
+    if config.optim.grad_clip is not None:
+        sums["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip))
+    lr = _lr(config, run.step + 1)
+    set_learning_rate(run.optimizer, lr)
+    run.optimizer.step()
+    run.ema.update(model, run.step + 1)
+    return sums, lr
+
+
+def _after_step(run: _Run, hooks: _Hooks, window: dict[str, list[float]], lr: float) -> None:
+    """Validate, log and checkpoint when due; the final step always does all three."""
+    config, step = run.config, run.step
+    last = step == config.total_steps
+    if hooks.val_fn is not None and (step % config.val_every == 0 or last):
+        run.val_metrics = _validate(run, hooks.val_fn)
+        hooks.log({f"val/{key}": value for key, value in run.val_metrics.items()}, step)
+        run.stopped = bool(hooks.should_stop is not None and hooks.should_stop(step, dict(run.val_metrics)))
+    final = last or run.stopped
+    if step % config.log_every == 0 or final:
+        means = {key: sum(values) / len(values) for key, values in window.items()}
+        window.clear()
+        run.train_loss = means["loss"]
+        hooks.log({**{f"train/{key}": value for key, value in means.items()}, "train/lr": lr}, step)
+    if hooks.checkpoint_dir is not None and (step % config.checkpoint_every == 0 or final):
+        _save(run, hooks.checkpoint_dir, hooks.extra)
+
+
+def _validate(run: _Run, val_fn: ValFn) -> dict[str, float]:
+    """Run `val_fn` without gradients, in eval mode, with a generator seeded by the step."""
+    target = run.ema.ema_model if run.config.val_on_ema else run.model
+    seed = derive_seed(run.config.seed, STREAM_VALIDATION, run.step)
+    run.model.eval()
+    try:
+        with torch.no_grad(), seeded_global_rng(seed, run.device):
+            metrics = val_fn(target, run.step)
+    finally:
+        run.model.train()
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _save(run: _Run, directory: Path, extra: Mapping[str, Any] | None) -> None:
+    run.checkpoint = save_checkpoint(
+        checkpoint_path(directory, run.step),
+        model=run.model,
+        ema=run.ema,
+        optimizer=run.optimizer,
+        step=run.step,
+        rng=capture_rng_state(),
+        extra=extra,
+        loop_state={"next_batch": run.next_batch, "train_loss": run.train_loss, "val_metrics": run.val_metrics},
+    )
+    prune_checkpoints(directory, keep=run.config.keep_checkpoints)
+
+
+def _resume(run: _Run, checkpoint_dir: Path | None) -> dict | None:
+    """Load the newest checkpoint into `run` if there is one; return its RNG state."""
+    path = None if checkpoint_dir is None else latest_checkpoint(checkpoint_dir)
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path, model=run.model, ema=run.ema, optimizer=run.optimizer)
+    loop_state = ckpt.loop_state
+    run.step, run.checkpoint = ckpt.step, ckpt.path
+    run.next_batch = int(loop_state.get("next_batch", ckpt.step * run.config.accum_steps))
+    run.train_loss = loop_state.get("train_loss")
+    run.val_metrics = dict(loop_state.get("val_metrics") or {})
+    return ckpt.rng
+
+
+def _next_batch(run: _Run) -> Any:
+    try:
+        batch = next(run.micro_batches)
+    except StopIteration:
+        raise RuntimeError(f"`batches` ran out at step {run.step}; it must yield without end") from None
+    run.next_batch += 1
+    return batch
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(_to_device(value, device) for value in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(value, device) for value in batch)
+    return batch
+
+
+def _lr(config: LoopConfig, step: int) -> float:
+    optim = config.optim
+    return learning_rate(
+        step,
+        base_lr=optim.lr,
+        min_lr=optim.min_lr,
+        warmup_steps=optim.warmup_steps,
+        total_steps=config.total_steps,
+        power=optim.lr_power,
+    )
+
+
+def _make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+    )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        raise ValueError("the model has no parameters to train") from None
+
+
+def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], ContextManager]:
+    """A callable returning the bf16 autocast context, or a no-op where bf16 is unsupported."""
+    if not enabled:
+        return contextlib.nullcontext
+    supported = torch.amp.is_autocast_available(device.type) and (
+        device.type != "cuda" or torch.cuda.is_bf16_supported()
+    )
+    if not supported:
+        warnings.warn(f"bf16 autocast is not supported on {device}; training in float32", stacklevel=3)
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
