@@ -1,0 +1,65 @@
+"""What the network predicts (eps, v or x0) and the conversions between the three.
+
+Symbols: x_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps with ab = alpha_bar_t = alphas_cumprod[t];
+v = sqrt(ab) * eps - sqrt(1 - ab) * x0 (Salimans & Ho's velocity).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+import torch
+
+from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient
+
+
+class Prediction(enum.Enum):
+    """The training target of the network; shared by the loss and the samplers."""
+
+    EPS = "eps"
+    V = "v"
+    X0 = "x0"
+
+
+def _signal_noise(t: int | torch.Tensor, schedule: NoiseSchedule, like: torch.Tensor):
+    """(sqrt(ab), sqrt(1 - ab)) as tensors broadcastable against `like`."""
+    alpha_bar = schedule.alphas_cumprod_at(t)
+    return as_coefficient(np.sqrt(alpha_bar), like), as_coefficient(np.sqrt(1.0 - alpha_bar), like)
+
+
+def prediction_target(
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: int | torch.Tensor,
+    schedule: NoiseSchedule,
+    prediction: Prediction,
+) -> torch.Tensor:
+    """What a perfect network outputs for clean x0 [B, ...], noise eps and timesteps t [B]."""
+    if prediction is Prediction.EPS:
+        return noise
+    if prediction is Prediction.X0:
+        return x0
+    signal, sigma = _signal_noise(t, schedule, x0)
+    return signal * noise - sigma * x0
+
+
+def split_prediction(
+    model_output: torch.Tensor,
+    x_t: torch.Tensor,
+    t: int | torch.Tensor,
+    schedule: NoiseSchedule,
+    prediction: Prediction,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a model output [B, ...] at x_t, t into (pred_x0, pred_eps), both in x_t's dtype.
+
+    Exact inverses of q_sample and `prediction_target`; note that recovering x0 from eps
+    divides by sqrt(ab), which is small at the noisiest steps.
+    """
+    out = model_output.to(x_t.dtype)
+    signal, sigma = _signal_noise(t, schedule, x_t)
+    if prediction is Prediction.EPS:
+        return (x_t - sigma * out) / signal, out
+    if prediction is Prediction.X0:
+        return out, (x_t - signal * out) / sigma
+    return signal * x_t - sigma * out, sigma * x_t + signal * out

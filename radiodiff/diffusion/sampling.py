@@ -1,0 +1,163 @@
+"""DDIM and DDPM steps and the sampling loop; the network stays outside, behind `denoise_fn`.
+
+Symbols (DDIM paper): ab_t = alphas_cumprod[t], ab_prev = alphas_cumprod[t_prev] (1 for
+t_prev = -1, the clean end); x_{t_prev} = sqrt(ab_prev) x0_hat
++ sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z with
+sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from radiodiff.diffusion.prediction import Prediction, split_prediction
+from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient
+
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class StepOutput(NamedTuple):
+    """One reverse step: the latent at t_prev and the model's current clean estimate (same shape)."""
+
+    prev_sample: torch.Tensor
+    pred_x0: torch.Tensor
+
+
+def ddim_timesteps(num_train_steps: int, num_inference_steps: int) -> torch.Tensor:
+    """Descending int64 timesteps [N] from T-1 down to 0, evenly spread (rounded).
+
+    Starting at T-1 makes the first step see pure-noise statistics; ending at 0 makes the
+    last jump (to the clean sample) short. N = T gives every step, as DDPM uses.
+    """
+    if not 1 <= num_inference_steps <= num_train_steps:
+        raise ValueError(f"need 1 <= num_inference_steps ({num_inference_steps}) <= {num_train_steps}")
+    steps = np.round(np.linspace(num_train_steps - 1, 0, num_inference_steps)).astype(np.int64)
+    return torch.from_numpy(steps)
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def ddim_step(
+    model_output: torch.Tensor,
+    t: int | torch.Tensor,
+    t_prev: int | torch.Tensor,
+    x_t: torch.Tensor,
+    schedule: NoiseSchedule,
+    prediction: Prediction,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> StepOutput:
+    """One DDIM step x_t -> x_{t_prev}; eta = 0 is deterministic and draws no noise."""
+    pred_x0, pred_eps = split_prediction(model_output, x_t, t, schedule, prediction)
+    ab_t = schedule.alphas_cumprod_at(t)
+    ab_prev = schedule.alphas_cumprod_at(t_prev)
+    sigma = eta * np.sqrt((1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev))
+    direction = np.sqrt(np.clip(1.0 - ab_prev - sigma**2, 0.0, None))
+    prev = as_coefficient(np.sqrt(ab_prev), x_t) * pred_x0 + as_coefficient(direction, x_t) * pred_eps
+    if np.any(sigma > 0):
+        prev = prev + as_coefficient(sigma, x_t) * _noise_like(x_t, generator)
+    return StepOutput(prev_sample=prev, pred_x0=pred_x0)
+
+
+def ddpm_step(
+    model_output: torch.Tensor,
+    t: int | torch.Tensor,
+    t_prev: int | torch.Tensor,
+    x_t: torch.Tensor,
+    schedule: NoiseSchedule,
+    prediction: Prediction,
+    generator: torch.Generator | None = None,
+) -> StepOutput:
+    """One ancestral step: draw x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat), the Gaussian posterior.
+
+    Uses the posterior variance beta_tilde = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev),
+    which is 0 at the final step (t_prev = -1); t_prev = t - 1 is classic DDPM.
+    """
+    pred_x0, _ = split_prediction(model_output, x_t, t, schedule, prediction)
+    ab_t = schedule.alphas_cumprod_at(t)
+    ab_prev = schedule.alphas_cumprod_at(t_prev)
+    beta = 1.0 - ab_t / ab_prev
+    coef_x0 = np.sqrt(ab_prev) * beta / (1.0 - ab_t)
+    coef_xt = np.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab_t)
+    variance = beta * (1.0 - ab_prev) / (1.0 - ab_t)
+    prev = as_coefficient(coef_x0, x_t) * pred_x0 + as_coefficient(coef_xt, x_t) * x_t
+    if np.any(variance > 0):
+        prev = prev + as_coefficient(np.sqrt(variance), x_t) * _noise_like(x_t, generator)
+    return StepOutput(prev_sample=prev, pred_x0=pred_x0)
+
+
+def sample_loop_progressive(
+    denoise_fn: DenoiseFn,
+    x_start: torch.Tensor,
+    timesteps: Sequence[int] | torch.Tensor,
+    step_fn: Callable[..., StepOutput],
+    *,
+    start_index: int = 0,
+    stop_index: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[StepOutput]:
+    """Run steps [start_index, stop_index) of `timesteps`, yielding each StepOutput.
+
+    x_start [B, ...] is the latent at timesteps[start_index]. denoise_fn(x_t, t [B] int64)
+    returns the model output; step_fn(model_output, t, t_prev, x_t, generator=...) is e.g.
+    functools.partial(ddim_step, schedule=..., prediction=...). The step after the last
+    timestep goes to t_prev = -1 (clean). The loop holds no state besides x and the
+    generator, so [0, k) then [k, N) with the same generator equals [0, N) bit for bit.
+    Runs without autograd.
+    """
+    steps = [int(t) for t in timesteps]
+    stop = len(steps) if stop_index is None else stop_index
+    if not 0 <= start_index <= stop <= len(steps):
+        raise ValueError(f"need 0 <= start_index ({start_index}) <= stop_index ({stop}) <= {len(steps)}")
+    x = x_start
+    for index in range(start_index, stop):
+        t = steps[index]
+        t_prev = steps[index + 1] if index + 1 < len(steps) else -1
+        # no_grad only around the work: a `with` spanning the yield would leak the
+        # grad mode into the caller while this generator is suspended.
+        with torch.no_grad():
+            t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+            output = step_fn(denoise_fn(x, t_batch), t, t_prev, x, generator=generator)
+        x = output.prev_sample
+        yield output
+
+
+def sample_loop(
+    denoise_fn: DenoiseFn,
+    x_start: torch.Tensor,
+    timesteps: Sequence[int] | torch.Tensor,
+    step_fn: Callable[..., StepOutput],
+    *,
+    start_index: int = 0,
+    stop_index: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Like `sample_loop_progressive` but returns only the last prev_sample (x_start if no step)."""
+    x = x_start
+    for output in sample_loop_progressive(
+        denoise_fn, x_start, timesteps, step_fn,
+        start_index=start_index, stop_index=stop_index, generator=generator,
+    ):
+        x = output.prev_sample
+    return x
+
+
+def guided_denoise_fn(cond_fn: DenoiseFn, uncond_fn: DenoiseFn, guidance_scale: float) -> DenoiseFn:
+    """Classifier-free guidance: uncond + scale * (cond - uncond); scale 1 calls cond_fn only.
+
+    Valid for any Prediction kind, since eps, v and x0 are all linear in the model output.
+    """
+    if guidance_scale == 1.0:
+        return cond_fn
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        uncond = uncond_fn(x_t, t)
+        return uncond + guidance_scale * (cond_fn(x_t, t) - uncond)
+
+    return guided

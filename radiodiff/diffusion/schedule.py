@@ -1,0 +1,104 @@
+"""Noise schedules: betas and cumulative alphas as float64 numpy arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import math
+
+import numpy as np
+import torch
+
+
+class ScheduleKind(enum.Enum):
+    """How beta_t grows over the diffusion steps."""
+
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
+def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    """DDPM's linear schedule [num_steps] float64 from beta_start to beta_end."""
+    _check_steps(num_steps)
+    return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
+
+
+def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    """Improved-DDPM's cosine schedule [num_steps] float64.
+
+    alpha_bar(u) = cos^2(pi/2 * (u + s) / (1 + s)) for u in [0, 1]; beta_t =
+    1 - alpha_bar(t+1) / alpha_bar(t), capped at max_beta because the last ratio goes to 0.
+    """
+    _check_steps(num_steps)
+    u = np.arange(num_steps + 1, dtype=np.float64) / num_steps
+    alpha_bar = np.cos((u + s) / (1.0 + s) * math.pi / 2.0) ** 2
+    return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
+
+
+def _check_steps(num_steps: int) -> None:
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NoiseSchedule:
+    """A discrete schedule over T steps, indices t = 0 .. T-1.
+
+    betas [T] and alphas_cumprod [T] (alpha_bar_t = prod_{s<=t} (1 - beta_s)) are read-only
+    float64 numpy arrays; coefficients are formed in float64 and only then cast to the
+    dtype of the tensors they multiply. Build one with `make_schedule` or `from_betas`.
+    """
+
+    betas: np.ndarray
+    alphas_cumprod: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("betas", "alphas_cumprod"):
+            array = np.array(getattr(self, name), dtype=np.float64)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+        if self.betas.ndim != 1 or self.betas.shape != self.alphas_cumprod.shape:
+            raise ValueError("betas and alphas_cumprod must be 1-D arrays of equal length")
+        if not np.all((self.betas > 0) & (self.betas < 1)):
+            raise ValueError("every beta must lie in (0, 1)")
+
+    @classmethod
+    def from_betas(cls, betas: np.ndarray) -> NoiseSchedule:
+        """The schedule whose alphas_cumprod is the running product of 1 - betas."""
+        betas = np.asarray(betas, dtype=np.float64)
+        return cls(betas=betas, alphas_cumprod=np.cumprod(1.0 - betas))
+
+    @property
+    def num_steps(self) -> int:
+        """T, the number of training steps."""
+        return int(self.betas.shape[0])
+
+    def alphas_cumprod_at(self, t: int | torch.Tensor) -> np.ndarray:
+        """alpha_bar_t as float64 (shape of t); t = -1 means "before step 0", alpha_bar = 1."""
+        steps = np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.int64)
+        if np.any(steps < -1) or np.any(steps >= self.num_steps):
+            raise IndexError(f"timestep out of range [-1, {self.num_steps - 1}]: {steps}")
+        return np.where(steps >= 0, self.alphas_cumprod[np.clip(steps, 0, None)], 1.0)
+
+
+def make_schedule(kind: ScheduleKind, num_steps: int) -> NoiseSchedule:
+    """The schedule of `kind` over `num_steps` steps with its default parameters."""
+    betas = linear_betas(num_steps) if kind is ScheduleKind.LINEAR else cosine_betas(num_steps)
+    return NoiseSchedule.from_betas(betas)
+
+
+def schedule_fingerprint(schedule: NoiseSchedule) -> str:
+    """A 16-hex-digit SHA-256 of the little-endian float64 arrays; keys the midpoint bank."""
+    digest = hashlib.sha256()
+    for array in (schedule.betas, schedule.alphas_cumprod):
+        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+    return digest.hexdigest()[:16]
+
+
+def as_coefficient(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """float64 per-sample values (scalar or [B]) -> tensor on like's device/dtype, [B, 1, ...]."""
+    tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    if tensor.ndim == 1:
+        tensor = tensor.reshape(-1, *([1] * (like.ndim - 1)))
+    return tensor.to(device=like.device, dtype=like.dtype)
