@@ -16,6 +16,8 @@ for _name, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "DVC_NO_ANALYTICS": "1",
+    # Dask's workers log every start and stop at INFO; keep its errors only.
+    "DASK_LOGGING__DISTRIBUTED": "error",
 }.items():
     os.environ.setdefault(_name, _value)
 
@@ -87,3 +89,24 @@ def save_figure(figure: Any, name: str) -> Path:
         figure.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+DATASET_DIR = Path("data/prepared")
+MODELS_DIR = Path("models")
+WORK_DIR = Path("data/cache/runs")  # resumable training checkpoints (outside DVC's outs)
+
+
+def use_all_cores() -> None:
+    """Let torch use every core of this machine (the library never sets thread counts)."""
+    import torch
+
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+
+
+def example_sample(dataset_dir: Path, encodings: tuple = ()) -> dict:
+    """One test sample as a batch of one (`gain` `[1,1,H,W]`, `cond` `[1,C,H,W]`): the input
+    example that MLflow stores beside each logged model."""
+    from radiodiff.data.dataset import RadioMapDataset
+
+    item = RadioMapDataset(dataset_dir, "test", tuple(encodings), limit=1)[0]
+    return {"gain": item["gain"][None], "cond": item["cond"][None]}

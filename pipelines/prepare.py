@@ -12,7 +12,7 @@ from prefect import flow
 from radiodiff import tracking
 from radiodiff.config import PrepareConfig, load_params
 from radiodiff.data.figures import sample_figure
-from radiodiff.data.prepare import run_prepare
+from radiodiff.data.prepare import check_source, run_prepare
 
 DATASET_DIR = Path("data/prepared")
 CACHE_DIR = Path("data/cache/prepare")
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         cfg = load_params(args.params).prepare
+        check_source(cfg)  # user mistakes surface here, as one line, before Prefect starts
         prepare_flow.with_options(task_runner=task_runner(cfg.workers))(cfg)
 
     return run_stage(body)

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import yaml
 
+from radiodiff.data.conditions import TxEncoding
+from radiodiff.diffusion.prediction import Prediction
+from radiodiff.diffusion.schedule import ScheduleKind
 from radiodiff.errors import UserError
+from radiodiff.models.attention import AttentionKind
+from radiodiff.models.vae_loss import ReconKind
+from radiodiff.training.config import LoopConfig
 from radiodiff.typed_yaml import build
 
 SOURCE_MAP_SIZE = 256  # RadioMapSeer maps are 256 x 256 pixels of 1 m
@@ -70,10 +76,109 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class ConditionConfig:
+    """How the Tx reaches the networks: geometric encodings appended to [buildings, tx, cars].
+
+    Read by train_ldm and train_baseline alike, so the two models see the same inputs.
+    """
+
+    encodings: tuple[TxEncoding, ...] = (TxEncoding.LOG_DISTANCE, TxEncoding.LOS, TxEncoding.LOS_LOG_DISTANCE)
+
+    @property
+    def channels(self) -> int:
+        """Number of condition channels."""
+        return 3 + len(self.encodings)
+
+
+@dataclass(frozen=True)
+class DataLoaderConfig:
+    """Batching of one training stage."""
+
+    batch_size: int = 32
+    workers: int = 1  # DataLoader worker processes (the arrays are memory-mapped)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.workers < 0:
+            raise ValueError(f"need batch_size >= 1 and workers >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The `train_vae` stage: KL autoencoder gain [1,H,W] -> latent [3,H/4,W/4]."""
+
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 1
+    latent_channels: int = 3
+    dropout: float = 0.0
+    kl_weight: float = 1e-6  # RadioDiff's value
+    recon_loss: ReconKind = ReconKind.L1
+    data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=1000))
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The conditional latent UNet (RadioDiff's denoiser)."""
+
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    cond_base_channels: int = 16
+    attention: AttentionKind = AttentionKind.NONE  # window: Swin-style window attention
+    window_size: int = 4
+    fft_filter: bool = False  # RadioDiff's learnable frequency-domain filter in the bottleneck
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and prediction target; shared by training and every sampler."""
+
+    schedule: ScheduleKind = ScheduleKind.LINEAR
+    num_steps: int = 1000
+    prediction: Prediction = Prediction.V
+
+
+@dataclass(frozen=True)
+class LDMConfig:
+    """The `train_ldm` stage: conditional denoiser on the VAE's latent."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    condition_dropout: float = 0.2  # zero the dynamic channels, so one net serves the static prefix
+    sample_steps: int = 5  # DDIM steps for validation samples and figures
+    data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=1000))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if not 1 <= self.sample_steps <= self.diffusion.num_steps:
+            raise ValueError(f"sample_steps must be in 1..{self.diffusion.num_steps}")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The `train_baseline` stage: RadioUNet-style supervised UNet, condition -> gain."""
+
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 1
+    dropout: float = 0.0
+    data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=1000))
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    ldm: LDMConfig = field(default_factory=LDMConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

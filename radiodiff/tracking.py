@@ -8,8 +8,6 @@ store (tests point it at a temporary folder). Telemetry is off unless the user t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import enum
 import hashlib
 import json
 import os
@@ -24,20 +22,21 @@ for _name, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "
 
 import mlflow  # noqa: E402  (after the telemetry switches, which mlflow reads at import)
 
+from radiodiff.typed_yaml import plain  # noqa: E402
+
 EXPERIMENT = "radiodiff"
 DEFAULT_STORE = "mlruns"
 
 
 def flatten_params(config: Any, prefix: str = "") -> dict[str, str]:
     """A config dataclass (or mapping) as flat `a.b.c -> str` pairs, Enums by value."""
-    items = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     flat: dict[str, str] = {}
-    for key, value in items.items():
+    for key, value in plain(config).items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten_params(value, prefix=f"{name}."))
         else:
-            flat[name] = str(value.value if isinstance(value, enum.Enum) else value)
+            flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
     return flat
 
 
@@ -92,6 +91,10 @@ class StageRun:
         else:
             mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def log_model(self, module: Any, name: str, input_example: Any) -> None:
+        """Log a torch module as an MLflow model (see `log_torch_model`)."""
+        log_torch_model(module, name, input_example)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Add tags to the run."""
         mlflow.set_tags(dict(tags))
@@ -112,3 +115,21 @@ def stage_run(stage: str, config: Any, *, profile: str = "default", tags: Mappin
     with mlflow.start_run(run_name=stage, tags=run_tags, nested=parent) as run:
         mlflow.log_params(flat)
         yield StageRun(run)
+
+
+def log_torch_model(module: Any, name: str, input_example: Any) -> None:
+    """Log a one-tensor-in, one-tensor-out torch module as an MLflow model, with a signature
+    inferred from `input_example` (a tensor) and its output, inside the active run."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    module = module.eval()
+    with torch.no_grad():
+        output = module(input_example)
+    example = input_example.cpu().numpy()
+    signature = infer_signature(example, output.cpu().numpy())
+    # Explicit requirements: inferring them costs ~5 s per model and guesses wrong offline.
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
+    mlflow.pytorch.log_model(module, name=name, signature=signature, input_example=example,
+                             pip_requirements=requirements, serialization_format="pickle")

@@ -1,4 +1,5 @@
 """Build frozen dataclasses from parsed YAML, strictly: unknown keys and wrong types are errors.
+And back: `plain` turns a config into YAML/JSON-able values.
 
 This is the one place that turns untyped mappings into typed config; everything below it
 receives dataclasses. Supported field types: bool, int, float, str, Enum subclasses,
@@ -92,3 +93,16 @@ def _convert_scalar(hint: Any, value: Any, where: str) -> Any:
         return value
     name = getattr(hint, "__name__", str(hint))
     raise UserError(f"{where}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def plain(config: Any) -> Any:
+    """A config dataclass as plain JSON-able values (Enums by value), for model files and hashes."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, enum.Enum):
+        return config.value
+    if isinstance(config, tuple | list):
+        return [plain(v) for v in config]
+    if isinstance(config, dict):
+        return {k: plain(v) for k, v in config.items()}
+    return config

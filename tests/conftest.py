@@ -23,3 +23,11 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     monkeypatch.setenv("RADIODIFF_ARTIFACT_ROOT", str(store / "artifacts"))
     return store
+
+
+def pytest_configure(config):
+    """One torch thread: the test models are tiny, and on a shared 2-core machine OpenMP's
+    thread hand-off made them 10-70x slower with two."""
+    import torch
+
+    torch.set_num_threads(1)

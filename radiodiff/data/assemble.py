@@ -32,8 +32,9 @@ INDEX_SCHEMA = pa.schema(
 def assemble(shards: list[tuple[str, int, Path]], out_dir: Path) -> pd.DataFrame:
     """Write the dataset folder atomically from `(split, map_id, shard path)` triples.
 
-    Per split: `{split}_gain.npy` `[N, H, W]` float32 in [0, 1] and `{split}_scenes.npy`
-    `[M, 2, H, W]` uint8 (buildings, cars). Returns the index as a DataFrame.
+    Per split: `{split}_gain.npy` `[N, H, W]` float32 in [0, 1], `{split}_los.npy` `[N, H, W]`
+    uint8 (line of sight from the Tx) and `{split}_scenes.npy` `[M, 2, H, W]` uint8
+    (buildings, cars). Returns the index as a DataFrame.
     """
     rows = []
     with atomic_dir(out_dir) as tmp:
@@ -46,17 +47,19 @@ def assemble(shards: list[tuple[str, int, Path]], out_dir: Path) -> pd.DataFrame
 
 
 def _write_split(split: str, members: list[tuple[int, Path]], folder: Path) -> list[tuple]:
-    gains, scenes, rows = [], [], []
+    gains, los, scenes, rows = [], [], [], []
     for scene_offset, (map_id, path) in enumerate(members):
         with np.load(path) as shard:
-            for tx_id, (row, col), gain in zip(shard["tx_ids"], shard["tx"], shard["gain"]):
+            for tx_id, (row, col), gain, visible in zip(shard["tx_ids"], shard["tx"], shard["gain"], shard["los"]):
                 offset = len(gains)
                 gains.append(gain)
+                los.append(visible)
                 rows.append((offset, split, map_id, int(tx_id), int(row), int(col),
                              f"{split}_gain.npy", offset, f"{split}_scenes.npy", scene_offset))
             scenes.append(np.stack([shard["buildings"], shard["cars"]]).astype(np.uint8))
     if gains:
         np.save(folder / f"{split}_gain.npy", np.stack(gains).astype(np.float32))
+        np.save(folder / f"{split}_los.npy", np.stack(los).astype(np.uint8))
         np.save(folder / f"{split}_scenes.npy", np.stack(scenes))
     return rows
 

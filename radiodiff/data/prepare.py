@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from radiodiff.config import SOURCE_MAP_SIZE, PrepareConfig, TargetSource
+from radiodiff.data.conditions import line_of_sight
 from radiodiff.data.geometry import load_geometry
 from radiodiff.data.resample import downsample_gain, majority
 from radiodiff.data.split import radiounet_split
@@ -26,7 +27,7 @@ from radiodiff.data.targets import radiomapseer_gain_dir, radiomapseer_gray, sim
 from radiodiff.data.assemble import assemble
 from radiodiff.io import atomic_path
 
-SHARD_FORMAT = 1  # bump when the shard layout or the target pipeline changes
+SHARD_FORMAT = 2  # bump when the shard layout or the target pipeline changes
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,23 @@ def _low_res_blocked(tx: tuple[int, int], low_buildings: np.ndarray, factor: int
     return bool(low_buildings[tx[0] // factor, tx[1] // factor])
 
 
+def simulator_fingerprint() -> str:
+    """A hash of the simulator's source: any change to it invalidates cached shards by itself."""
+    import radiodiff.sim
+
+    sha = hashlib.sha256()
+    for path in sorted(Path(radiodiff.sim.__file__).parent.glob("*.py")):
+        sha.update(path.name.encode() + b"\0" + path.read_bytes())
+    return sha.hexdigest()[:16]
+
+
 def shard_key(cfg: PrepareConfig) -> str:
     """A short hash of every setting that changes a shard's content."""
-    from radiodiff.sim import SIMULATOR_VERSION
-
     fields = {
         "format": SHARD_FORMAT,
         "source": cfg.source.value,
         "radiomapseer_dir": str(Path(cfg.radiomapseer_dir).resolve()) if cfg.radiomapseer_dir else None,
-        "simulator": SIMULATOR_VERSION if cfg.source is TargetSource.SIMULATE else None,
+        "simulator": simulator_fingerprint() if cfg.source is TargetSource.SIMULATE else None,
         "resolution": cfg.resolution,
         "dynamic": cfg.dynamic,
     }
@@ -86,7 +95,8 @@ def shard_key(cfg: PrepareConfig) -> str:
 
 def build_shard(job: MapJob, cfg: PrepareConfig, cache_dir: Path) -> Path:
     """Make (or reuse) the shard of one map: an `.npz` with `gain [K,H,W]` float32 in [0,1],
-    `buildings`, `cars` `[H,W]` bool, `tx [K,2]` low-res pixels, `tx_ids [K]`, `seconds`."""
+    `los [K,H,W]` bool, `buildings`, `cars` `[H,W]` bool, `tx [K,2]` low-res pixels,
+    `tx_ids [K]`, `seconds` (target time)."""
     path = shard_path(job, cache_dir)
     if path.is_file():
         return path
@@ -100,11 +110,15 @@ def build_shard(job: MapJob, cfg: PrepareConfig, cache_dir: Path) -> Path:
         gray = radiomapseer_gray(Path(cfg.radiomapseer_dir), job.map_id, list(job.tx_ids), dynamic=cfg.dynamic)
     seconds = time.perf_counter() - start
     gain = downsample_gain(gray.astype(np.float32) / 255.0, scene.buildings, factor)
+    low_buildings = majority(scene.buildings, factor)
+    low_tx = np.array(tx_pixels, dtype=np.int64) // factor
     arrays = {
         "gain": gain,
-        "buildings": majority(scene.buildings, factor),
+        # The LOS mask is the one costly condition encoding: computed once here, per sample.
+        "los": np.stack([line_of_sight(low_buildings, row, col) for row, col in low_tx]),
+        "buildings": low_buildings,
         "cars": majority(scene.cars, factor) if cfg.dynamic else np.zeros_like(gain[0], dtype=bool),
-        "tx": np.array(tx_pixels, dtype=np.int64) // factor,
+        "tx": low_tx,
         "tx_ids": np.array(job.tx_ids, dtype=np.int64),
         "seconds": np.float64(seconds),
     }
@@ -112,6 +126,18 @@ def build_shard(job: MapJob, cfg: PrepareConfig, cache_dir: Path) -> Path:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     return path
+
+
+def build_shards(jobs: list[MapJob], cfg: PrepareConfig, cache_dir: Path) -> list[Path]:
+    """`build_shard` for a chunk of maps (one unit of fan-out); each map is still its own shard."""
+    return [build_shard(job, cfg, cache_dir) for job in jobs]
+
+
+def _chunks(jobs: list[MapJob], workers: int) -> list[list[MapJob]]:
+    # A few chunks per worker: enough to balance the load, few enough that the per-task
+    # overhead of the orchestrator (about 0.4 s a task under Prefect) stays small.
+    size = max(1, -(-len(jobs) // (4 * workers)))
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
 def shard_path(job: MapJob, cache_dir: Path) -> Path:
@@ -147,9 +173,10 @@ def run_prepare(
     jobs = plan_jobs(cfg)
     cache = Path(cache_dir) / shard_key(cfg)
     reused = sum(shard_path(job, cache).is_file() for job in jobs)
-    work = partial(build_shard, cfg=cfg, cache_dir=cache)
-    for _ in tqdm(map_fn(work, jobs), total=len(jobs), desc="prepare: maps", unit="map", disable=not progress):
-        pass
+    work = partial(build_shards, cfg=cfg, cache_dir=cache)
+    with tqdm(total=len(jobs), desc="prepare: maps", unit="map", disable=not progress) as bar:
+        for done in map_fn(work, _chunks(jobs, cfg.workers)):
+            bar.update(len(done))
     index = assemble([(job.split, job.map_id, shard_path(job, cache)) for job in jobs], Path(out_dir))
     return PrepareResult(index, _metrics(index, jobs, cache, reused, time.perf_counter() - start))
 

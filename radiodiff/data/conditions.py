@@ -1,0 +1,93 @@
+"""The condition image: the scene's layout plus geometric encodings of the Tx.
+
+A one-hot Tx pixel alone was ignored by small CPU-trained models here (their predictions
+barely moved with the Tx), so the Tx also reaches the network as smooth fields computed
+from the inputs alone: log-distance, a Gaussian blob, a line-of-sight mask by ray casting
+over the buildings, and LOS x log-distance. None of them uses the propagation simulator.
+
+Channel order: `[buildings, tx, cars, *encodings]`. Every channel but `buildings` is
+dynamic: the static condition (the midpoint bank's stage 1) zeroes them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+BASE_CHANNELS = ("buildings", "tx", "cars")
+BLOB_SIGMA_PX = 2.0  # width of the Gaussian Tx blob, in pixels
+
+
+class TxEncoding(enum.Enum):
+    """A geometric field of the Tx position, each one extra condition channel in [0, 1]."""
+
+    LOG_DISTANCE = "log_distance"  # 1 - log10(d) / log10(d_max): bright near the Tx
+    BLOB = "blob"  # exp(-d^2 / 2 sigma^2)
+    LOS = "los"  # 1 where the straight segment from the Tx crosses no building
+    LOS_LOG_DISTANCE = "los_log_distance"  # LOS x LOG_DISTANCE
+
+
+def channel_names(encodings: tuple[TxEncoding, ...]) -> tuple[str, ...]:
+    """Names of the condition channels, in order."""
+    return BASE_CHANNELS + tuple(e.value for e in encodings)
+
+
+def dynamic_channel_mask(encodings: tuple[TxEncoding, ...]) -> tuple[bool, ...]:
+    """True for the channels the static condition zeroes (everything but the buildings)."""
+    return tuple(name != "buildings" for name in channel_names(encodings))
+
+
+def line_of_sight(buildings: np.ndarray, tx_row: int, tx_col: int) -> np.ndarray:
+    """`[H, W]` bool: pixels whose straight segment to the Tx crosses no building pixel.
+
+    The segment is sampled at twice the pixel density (nearest pixel); a building pixel at
+    the far end counts as seen (its wall faces the Tx), so the mask is about the path.
+    """
+    height, width = buildings.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    samples = 2 * max(height, width)
+    fractions = (np.arange(1, samples) / samples)[:, None, None]
+    sample_rows = np.rint(tx_row + fractions * (rows - tx_row)).astype(np.intp)
+    sample_cols = np.rint(tx_col + fractions * (cols - tx_col)).astype(np.intp)
+    hit = buildings[sample_rows, sample_cols]
+    # A sample that rounds onto the end pixel itself is not an obstacle on the way there.
+    hit &= (sample_rows != rows) | (sample_cols != cols)
+    return ~hit.any(axis=0)
+
+
+def encode_condition(
+    buildings: np.ndarray,
+    cars: np.ndarray,
+    tx_row: int,
+    tx_col: int,
+    encodings: tuple[TxEncoding, ...],
+    los: np.ndarray | None = None,
+) -> np.ndarray:
+    """The condition image `[3 + len(encodings), H, W]` float32 in [0, 1] for one sample.
+
+    `los` may pass a precomputed `line_of_sight` mask (the dataset stores one per sample).
+    """
+    height, width = buildings.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    distance = np.hypot(rows - tx_row, cols - tx_col)  # pixels
+    tx = np.zeros((height, width), np.float32)
+    tx[tx_row, tx_col] = 1.0
+    channels = [buildings.astype(np.float32), tx, cars.astype(np.float32)]
+    log_distance = 1.0 - np.log10(np.maximum(distance, 1.0)) / np.log10(np.hypot(height, width))
+    if los is None and _needs_los(encodings):
+        los = line_of_sight(buildings, tx_row, tx_col)
+    for encoding in encodings:
+        if encoding is TxEncoding.LOG_DISTANCE:
+            channels.append(log_distance)
+        elif encoding is TxEncoding.BLOB:
+            channels.append(np.exp(-(distance**2) / (2 * BLOB_SIGMA_PX**2)))
+        elif encoding is TxEncoding.LOS:
+            channels.append(los)
+        elif encoding is TxEncoding.LOS_LOG_DISTANCE:
+            channels.append(los * log_distance)
+    return np.stack(channels).astype(np.float32)
+
+
+def _needs_los(encodings: tuple[TxEncoding, ...]) -> bool:
+    return TxEncoding.LOS in encodings or TxEncoding.LOS_LOG_DISTANCE in encodings

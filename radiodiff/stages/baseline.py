@@ -1,0 +1,99 @@
+"""train_baseline: a RadioUNet-style supervised UNet, condition -> gain in one pass.
+
+The peer that users would pick instead of a diffusion model: trained on the same data with
+the same condition channels, so `evaluate` compares like with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from radiodiff.config import BaselineConfig, ConditionConfig
+from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.data.scaling import mask_buildings
+from radiodiff.metrics import summarize, tx_response_ratio
+from radiodiff.models.baseline import SupervisedUNet
+from radiodiff.stages.common import dataset_digest, load_model_file, predict_all, run_folder, save_model
+from radiodiff.stages.figures import comparison_figure
+from radiodiff.training.batching import loader_factory
+from radiodiff.training.loop import train_loop
+
+KIND = "baseline"
+EVAL_BATCH = 64
+
+
+def build_baseline(cfg: BaselineConfig, cond_channels: int) -> SupervisedUNet:
+    """The supervised UNet described by `cfg`."""
+    return SupervisedUNet(in_channels=cond_channels, base_channels=cfg.base_channels,
+                          channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks, dropout=cfg.dropout)
+
+
+def predict_baseline(model: SupervisedUNet, cond: torch.Tensor) -> torch.Tensor:
+    """Gain `[B, 1, H, W]` in [0, 1] for conditions `[B, C, H, W]`, 0 on buildings."""
+    return mask_buildings(model(cond).float(), cond[:, 0])
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """Trained (EMA) supervised UNet, its test metrics and a figure."""
+
+    model: SupervisedUNet
+    metrics: dict[str, float]
+    figure: Any
+
+
+def _loss_fn(model, batch, step, generator):
+    loss = F.mse_loss(model(batch["cond"]).float(), batch["gain"])
+    return loss, {}
+
+
+def evaluate_baseline(model: SupervisedUNet, dataset, limit: int | None = None):
+    """Metrics (with the Tx-response ratio), predictions and targets over a dataset."""
+    pred, target, maps = predict_all(lambda b: predict_baseline(model, b["cond"]), dataset, EVAL_BATCH, limit)
+    metrics = summarize(pred, target)
+    metrics["tx_response"] = tx_response_ratio(pred, target, maps)
+    return metrics, pred, target
+
+
+def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_dir: Path, work_dir: Path, log,
+                   progress: bool = True) -> BaselineResult:
+    """Train on the train split (resumable from `work_dir`) and measure on the test split."""
+    train = RadioMapDataset(dataset_dir, "train", condition.encodings)
+    val = RadioMapDataset(dataset_dir, "val", condition.encodings)
+    model = build_baseline(cfg, condition.channels)
+    result = train_loop(
+        model=model, loss_fn=_loss_fn, config=cfg.train, log=log, progress=progress,
+        val_fn=lambda current, step: evaluate_baseline(current, val, limit=256)[0],
+        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed, num_workers=cfg.data.workers),
+        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir)),
+    )
+    trained = result.ema.ema_model.eval()
+    test = RadioMapDataset(dataset_dir, "test", condition.encodings)
+    metrics, pred, target = evaluate_baseline(trained, test)
+    out = {f"test_{k}": v for k, v in metrics.items()}
+    out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
+    cond = torch.stack([test[i]["cond"] for i in range(0, 30, 5)])
+    figure = comparison_figure(target[0:30:5], {"baseline": pred[0:30:5]}, cond=cond, title="Baseline test predictions")
+    return BaselineResult(trained, out, figure)
+
+
+def save_baseline(path: Path, result: BaselineResult, cfg: BaselineConfig, condition: ConditionConfig) -> None:
+    """Write the final baseline file (EMA weights and configs)."""
+    save_model(path, kind=KIND, state_dict=result.model.state_dict(), config={"baseline": cfg, "condition": condition})
+
+
+def load_baseline(path: Path) -> tuple[SupervisedUNet, ConditionConfig]:
+    """Rebuild the baseline of a file written by `save_baseline`."""
+    from radiodiff.typed_yaml import build
+
+    payload = load_model_file(path, KIND)
+    cfg = build(BaselineConfig, payload["config"]["baseline"], where=f"{path}:baseline")
+    condition = build(ConditionConfig, payload["config"]["condition"], where=f"{path}:condition")
+    model = build_baseline(cfg, condition.channels)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), condition

@@ -1,0 +1,82 @@
+"""What the training stages share: model files, resume folders, batched evaluation, gain scaling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from radiodiff.data.assemble import INDEX_FILE
+from radiodiff.errors import UserError
+from radiodiff.io import atomic_path
+from radiodiff.typed_yaml import plain
+
+MODEL_FORMAT = 1
+
+
+def run_folder(root: Path, stage: str, *parts: Any) -> Path:
+    """A resume folder for `stage`, keyed by a hash of `parts` (configs, input digests): a
+    restart with the same inputs resumes there; changed inputs never resume stale state."""
+    digest = hashlib.sha256(json.dumps([plain(p) for p in parts], sort_keys=True, default=str).encode())
+    return Path(root) / stage / digest.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file (for keying resume folders and banks on the exact inputs)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def dataset_digest(dataset_dir: Path) -> str:
+    """Digest of a prepared dataset (its index names every sample and file)."""
+    path = Path(dataset_dir) / INDEX_FILE
+    if not path.is_file():
+        raise UserError(f"no dataset at {dataset_dir}: run the prepare stage first")
+    return file_digest(path)
+
+
+def save_model(path: Path, *, kind: str, state_dict: dict, config: Any, extra: dict | None = None) -> None:
+    """Write a final model file atomically: weights plus the plain config that rebuilds it."""
+    payload = {"format": MODEL_FORMAT, "kind": kind, "state_dict": state_dict, "config": plain(config),
+               "extra": dict(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model_file(path: Path, kind: str) -> dict:
+    """Read a model file written by `save_model` (weights_only: it cannot run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which, not an unpickling trace
+        raise UserError(f"{path}: not a readable radiodiff model file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != kind or payload.get("format") != MODEL_FORMAT:
+        raise UserError(f"{path}: not a radiodiff {kind} model file")
+    return payload
+
+
+def batched(dataset: torch.utils.data.Dataset, batch_size: int, limit: int | None = None) -> Iterator[dict]:
+    """Deterministic, in-order batches of a dataset (for validation and test)."""
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=batch_size)
+    yield from loader
+
+
+def predict_all(predict: Callable[[dict], torch.Tensor], dataset, batch_size: int, limit: int | None = None):
+    """Run `predict(batch) -> gain [B,1,H,W]` over a dataset: (pred, target, map ids, buildings)."""
+    preds, targets, maps = [], [], []
+    with torch.no_grad():
+        for batch in batched(dataset, batch_size, limit):
+            preds.append(predict(batch).float().cpu())
+            targets.append(batch["gain"])
+            maps += batch["map_id"].tolist()
+    return torch.cat(preds), torch.cat(targets), maps

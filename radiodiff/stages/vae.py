@@ -1,0 +1,105 @@
+"""train_vae: the KL autoencoder of RadioDiff's first stage, on gain maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from radiodiff.config import VAEConfig
+from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.metrics import summarize
+from radiodiff.models.vae import AutoencoderKL
+from radiodiff.models.vae_loss import estimate_scale_factor, vae_loss
+from radiodiff.stages.common import (
+    batched, dataset_digest, load_model_file, predict_all, run_folder, save_model,
+)
+from radiodiff.data.scaling import to_gain, to_model_scale
+from radiodiff.stages.figures import comparison_figure
+from radiodiff.training.batching import loader_factory
+from radiodiff.training.loop import train_loop
+
+KIND = "vae"
+EVAL_BATCH = 64
+
+
+def build_vae(cfg: VAEConfig) -> AutoencoderKL:
+    """The autoencoder described by `cfg`."""
+    return AutoencoderKL(in_channels=1, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels,
+                         channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks, dropout=cfg.dropout)
+
+
+@dataclass(frozen=True)
+class VAEResult:
+    """Trained (EMA) autoencoder, its latent scale factor, test metrics and a figure."""
+
+    model: AutoencoderKL
+    scale_factor: float
+    metrics: dict[str, float]
+    figure: Any
+
+
+def _loss_fn(cfg: VAEConfig):
+    def loss_fn(model, batch, step, generator):
+        x = to_model_scale(batch["gain"])
+        recon, posterior = model(x, generator=generator)
+        total, parts = vae_loss(recon, x, posterior, kl_weight=cfg.kl_weight, recon_kind=cfg.recon_loss)
+        return total, {name: float(value) for name, value in parts.items()}
+
+    return loss_fn
+
+
+def reconstruct(model: AutoencoderKL, batch: dict) -> torch.Tensor:
+    """Posterior-mode reconstruction of a batch's gain, `[B, 1, H, W]` in [0, 1]."""
+    return to_gain(model.decode(model.encode(to_model_scale(batch["gain"])).mode()), batch["cond"][:, 0])
+
+
+def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progress: bool = True) -> VAEResult:
+    """Train on the train split (resuming from `work_dir` if interrupted), pick the EMA weights,
+    estimate the latent scale, and measure reconstruction on the test split."""
+    train = RadioMapDataset(dataset_dir, "train", ())
+    val = RadioMapDataset(dataset_dir, "val", ())
+    model = build_vae(cfg)
+
+    def val_fn(current, step):
+        pred, target, _ = predict_all(lambda b: reconstruct(current, b), val, EVAL_BATCH, limit=256)
+        return summarize(pred, target)
+
+    result = train_loop(
+        model=model, loss_fn=_loss_fn(cfg), config=cfg.train, log=log, val_fn=val_fn, progress=progress,
+        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed, num_workers=cfg.data.workers),
+        checkpoint_dir=run_folder(work_dir, KIND, cfg, dataset_digest(dataset_dir)),
+    )
+    trained = result.ema.ema_model.eval()
+    scale = latent_scale(trained, train)
+    test = RadioMapDataset(dataset_dir, "test", ())
+    pred, target, _ = predict_all(lambda b: reconstruct(trained, b), test, EVAL_BATCH)
+    metrics = {f"test_{k}": v for k, v in summarize(pred, target).items()}
+    metrics.update(scale_factor=scale, steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
+    figure = comparison_figure(target[:6], {"reconstruction": pred[:6]}, title="VAE test reconstructions")
+    return VAEResult(trained, scale, metrics, figure)
+
+
+def latent_scale(model: AutoencoderKL, dataset, limit: int = 512) -> float:
+    """RadioDiff's scale_by_std: 1 / std of posterior-mode latents of up to `limit` samples."""
+    with torch.no_grad():
+        latents = [model.encode(to_model_scale(b["gain"])).mode() for b in batched(dataset, EVAL_BATCH, limit)]
+    return estimate_scale_factor(torch.cat(latents))
+
+
+def save_vae(path: Path, result: VAEResult, cfg: VAEConfig) -> None:
+    """Write the final autoencoder file (EMA weights, config, scale factor)."""
+    save_model(path, kind=KIND, state_dict=result.model.state_dict(), config=cfg,
+               extra={"scale_factor": result.scale_factor})
+
+
+def load_vae(path: Path) -> tuple[AutoencoderKL, float]:
+    """Rebuild the autoencoder of a file written by `save_vae`: (model in eval mode, scale factor)."""
+    from radiodiff.typed_yaml import build
+
+    payload = load_model_file(path, KIND)
+    model = build_vae(build(VAEConfig, payload["config"], where=f"{path}:config"))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), float(payload["extra"]["scale_factor"])

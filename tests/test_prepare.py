@@ -1,0 +1,135 @@
+"""The prepare stage: shards, resume, dataset files, index, sources and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radiodiff.config import PrepareConfig, SplitSizes, TargetSource
+from radiodiff.data.assemble import INDEX_SCHEMA, read_index
+from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.data.conditions import TxEncoding
+from radiodiff.data.prepare import plan_jobs, run_prepare, shard_key, shard_path
+from radiodiff.data.split import radiounet_split
+from radiodiff.errors import UserError
+from tests.conftest import REPO_ROOT
+
+TINY = PrepareConfig(maps=SplitSizes(train=2, val=1, test=1), tx_per_map=3, resolution=32, workers=1)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepare")
+    result = run_prepare(TINY, out_dir=root / "data", cache_dir=root / "cache", progress=False)
+    return root, result
+
+
+def test_dataset_files_and_index(prepared):
+    root, result = prepared
+    index = read_index(root / "data")
+    assert len(index) == 4 * 3 == len(result.index)
+    assert result.metrics["samples_train"] == 6 and result.metrics["maps_reused"] == 0
+    splits = radiounet_split()
+    for split, count in (("train", 2), ("val", 1), ("test", 1)):
+        rows = index[index["split"] == split]
+        assert set(rows["map_id"]) == set(splits[split][:count].tolist())  # RadioUNet order, no mixing
+        gains = np.load(root / "data" / f"{split}_gain.npy", mmap_mode="r")
+        scenes = np.load(root / "data" / f"{split}_scenes.npy", mmap_mode="r")
+        assert gains.shape == (3 * count, 32, 32) and gains.dtype == np.float32
+        assert scenes.shape == (count, 2, 32, 32)
+        for row in rows.itertuples():
+            gain, buildings = gains[row.offset], scenes[row.scene_offset, 0] > 0
+            assert np.all(gain[buildings] == 0)
+            assert not buildings[row.tx_row, row.tx_col]
+            assert gain[row.tx_row, row.tx_col] >= np.percentile(gain[~buildings], 99)
+            assert 0 <= gain.min() and gain.max() <= 1
+
+
+def test_tx_choice_is_seeded_and_distinct():
+    jobs = plan_jobs(TINY)
+    assert jobs == plan_jobs(TINY)
+    assert all(len(set(job.tx_ids)) == 3 for job in jobs)
+    other = plan_jobs(PrepareConfig(maps=TINY.maps, tx_per_map=3, resolution=32, seed=1))
+    assert [j.tx_ids for j in jobs] != [j.tx_ids for j in other]
+
+
+def test_interrupted_run_redoes_only_missing_shards(prepared, tmp_path):
+    root, _ = prepared
+    cache = root / "cache" / shard_key(TINY)
+    jobs = plan_jobs(TINY)
+    victim = shard_path(jobs[1], cache)
+    victim.unlink()  # as if the run died while this map was simulated
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    result = run_prepare(TINY, out_dir=tmp_path / "again", cache_dir=root / "cache", progress=False)
+    assert result.metrics["maps_reused"] == len(jobs) - 1
+    assert victim.is_file()
+    assert all(cache.joinpath(name).stat().st_mtime_ns == mtime for name, mtime in before.items())
+    for name in ("train_gain.npy", "train_scenes.npy", "train_los.npy", "test_gain.npy", "index.parquet"):
+        assert (tmp_path / "again" / name).read_bytes() == (root / "data" / name).read_bytes()
+
+
+def test_dataset_items(prepared):
+    root, _ = prepared
+    encodings = (TxEncoding.LOG_DISTANCE, TxEncoding.LOS, TxEncoding.LOS_LOG_DISTANCE)
+    dataset = RadioMapDataset(root / "data", "train", encodings)
+    item = dataset[4]
+    assert item["gain"].shape == (1, 32, 32) and item["cond"].shape == (6, 32, 32)
+    row, col = item["tx"].tolist()
+    assert item["cond"][1, row, col] == 1 and item["cond"][1].sum() == 1
+    assert item["cond"][3, row, col] == 1  # line of sight to itself
+
+
+def test_radiomapseer_source(tmp_path):
+    with pytest.raises(UserError, match="RadioMapSeer folder not found"):
+        run_prepare(PrepareConfig(source=TargetSource.RADIOMAPSEER, radiomapseer_dir=str(tmp_path / "nope")),
+                    out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "out").exists()
+    cfg = PrepareConfig(source=TargetSource.RADIOMAPSEER, radiomapseer_dir=str(tmp_path / "rms"),
+                        maps=SplitSizes(train=1, val=0, test=0), tx_per_map=2, resolution=64)
+    gain_dir = tmp_path / "rms" / "gain" / "DPM"
+    gain_dir.mkdir(parents=True)
+    (job,) = plan_jobs(cfg)
+    for value, tx_id in zip((100, 200), job.tx_ids):
+        Image.fromarray(np.full((256, 256), value, np.uint8)).save(gain_dir / f"{job.map_id}_{tx_id}.png")
+    result = run_prepare(cfg, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    gains = np.load(tmp_path / "out" / "train_gain.npy")
+    scenes = np.load(tmp_path / "out" / "train_scenes.npy")
+    free = scenes[0, 0] == 0
+    assert np.allclose(gains[0][free], 100 / 255) and np.allclose(gains[1][free], 200 / 255)
+    assert result.metrics["samples_train"] == 2
+
+
+def _run_stage(cwd, *args):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlruns.db", PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-m", "pipelines.prepare", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ("prepare: {tx_per_mapp: 3}\n", "unknown key(s) tx_per_mapp"),
+        ("prepare: {resolution: big}\n", "prepare.resolution: expected int"),
+        ("prepare: {source: radiomapseer, radiomapseer_dir: /nonexistent/rms}\n", "RadioMapSeer folder not found"),
+    ],
+)
+def test_stage_bad_input_is_one_line_and_no_output(tmp_path, params, fragment):
+    (tmp_path / "params.yaml").write_text(params)
+    done = _run_stage(tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error:") and fragment in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data" / "prepared").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_index_schema_is_explicit(prepared):
+    import pyarrow.parquet as pq
+
+    root, _ = prepared
+    assert pq.read_schema(root / "data" / "index.parquet").equals(INDEX_SCHEMA, check_metadata=False)
