@@ -97,10 +97,13 @@ WORK_DIR = Path("data/cache/runs")  # resumable training checkpoints (outside DV
 
 
 def use_all_cores() -> None:
-    """Let torch use every core of this machine (the library never sets thread counts)."""
+    """Give torch the machine's cores, or `RADIODIFF_TORCH_THREADS` of them (the library never
+    sets thread counts). On a shared machine, 1 can be faster: OpenMP's thread hand-off stalls
+    when another process holds a core."""
     import torch
 
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    threads = os.environ.get("RADIODIFF_TORCH_THREADS")
+    torch.set_num_threads(int(threads) if threads else max(os.cpu_count() or 1, 1))
 
 
 def example_sample(dataset_dir: Path, encodings: tuple = ()) -> dict:

@@ -24,16 +24,22 @@ def vae_loss(
     *,
     kl_weight: float = 1e-6,
     recon_kind: ReconKind = ReconKind.L1,
+    pixel_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Reconstruction + kl_weight * KL, both summed per sample and averaged over the batch.
 
     recon, target: [B, C, H, W]. Summing over pixels (as latent-diffusion's autoencoder
     does) keeps `kl_weight` on the same scale as RadioDiff's 1e-6 at any map size.
+    `pixel_weight` (broadcastable to recon, e.g. `[B, 1, H, W]` of 0/1) weights the pixel
+    penalty: the stages pass 0 on building pixels, whose gain is known to be 0 from the
+    layout, so the latent spends nothing on building edges.
     Returns (total, parts); parts holds detached "recon", "kl" and "recon_per_pixel"
     (the mean per-pixel error, the readable number to log).
     """
     diff = recon - target
     per_pixel = diff.abs() if recon_kind is ReconKind.L1 else diff.pow(2)
+    if pixel_weight is not None:
+        per_pixel = per_pixel * pixel_weight
     recon_term = per_pixel.flatten(1).sum(dim=1).mean()
     kl_term = posterior.kl().mean()
     total = recon_term + kl_weight * kl_term

@@ -45,7 +45,9 @@ def _loss_fn(cfg: VAEConfig):
     def loss_fn(model, batch, step, generator):
         x = to_model_scale(batch["gain"])
         recon, posterior = model(x, generator=generator)
-        total, parts = vae_loss(recon, x, posterior, kl_weight=cfg.kl_weight, recon_kind=cfg.recon_loss)
+        free = 1.0 - batch["cond"][:, :1]  # building pixels are zeroed from the layout at decode time
+        total, parts = vae_loss(recon, x, posterior, kl_weight=cfg.kl_weight, recon_kind=cfg.recon_loss,
+                                pixel_weight=free)
         return total, {name: float(value) for name, value in parts.items()}
 
     return loss_fn
@@ -78,7 +80,8 @@ def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progres
     pred, target, _ = predict_all(lambda b: reconstruct(trained, b), test, EVAL_BATCH)
     metrics = {f"test_{k}": v for k, v in summarize(pred, target).items()}
     metrics.update(scale_factor=scale, steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
-    figure = comparison_figure(target[:6], {"reconstruction": pred[:6]}, title="VAE test reconstructions")
+    shown = slice(0, len(target), max(1, len(target) // 6))  # spread over maps and Tx
+    figure = comparison_figure(target[shown][:6], {"reconstruction": pred[shown][:6]}, title="VAE test reconstructions")
     return VAEResult(trained, scale, metrics, figure)
 
 

@@ -1,0 +1,34 @@
+"""Both profiles parse, and the paper profile's networks build and run one forward on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from radiodiff.config import load_params
+from radiodiff.stages.baseline import build_baseline
+from radiodiff.stages.ldm import build_unet
+from radiodiff.stages.vae import build_vae
+from tests.conftest import REPO_ROOT
+
+
+def test_default_profile_is_small():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.prepare.resolution == 64
+
+
+@pytest.mark.slow
+def test_paper_profile_builds_and_runs_one_forward():
+    params = load_params(REPO_ROOT / "profiles" / "paper.yaml")
+    side = params.prepare.resolution
+    assert side == 256
+    vae = build_vae(params.vae).eval()
+    unet = build_unet(params.ldm, params.condition.channels).eval()
+    baseline = build_baseline(params.baseline, params.condition.channels).eval()
+    with torch.no_grad():
+        latent = vae.encode(torch.rand(1, 1, side, side)).mode()
+        assert latent.shape == (1, 3, 64, 64)
+        cond = torch.rand(1, params.condition.channels, side, side)
+        assert unet(latent, torch.tensor([999]), cond).shape == (1, 3, 64, 64)
+        assert vae.decode(latent).shape == (1, 1, side, side)
+        assert baseline(cond).shape == (1, 1, side, side)
