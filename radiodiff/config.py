@@ -35,9 +35,9 @@ class TargetSource(enum.Enum):
 class SplitSizes:
     """How many maps of each RadioUNet split to use (train 501, val 100, test 99 at most)."""
 
-    train: int = 120
+    train: int = 160
     val: int = 16
-    test: int = 16
+    test: int = 24
 
     def __post_init__(self) -> None:
         limits = {"train": 501, "val": 100, "test": 99}
@@ -53,7 +53,7 @@ class PrepareConfig:
     source: TargetSource = TargetSource.SIMULATE
     radiomapseer_dir: str | None = None  # a full RadioMapSeer folder, for source = radiomapseer
     maps: SplitSizes = field(default_factory=SplitSizes)
-    tx_per_map: int = 16  # drawn per map (seeded) from its 80 published Tx sites
+    tx_per_map: int = 12  # drawn per map (seeded) from its 80 published Tx sites
     resolution: int = 64  # output pixels per side: area-average of the 256 m map
     dynamic: bool = False  # cars as obstacles (targets from carsDPM / the simulator's car model)
     seed: int = 0

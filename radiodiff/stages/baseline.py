@@ -19,7 +19,7 @@ from radiodiff.data.scaling import mask_buildings
 from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.models.baseline import SupervisedUNet
 from radiodiff.stages.common import dataset_digest, load_model_file, predict_all, run_folder, save_model
-from radiodiff.stages.figures import comparison_figure
+from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
 
@@ -77,8 +77,9 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
     metrics, pred, target = evaluate_baseline(trained, test)
     out = {f"test_{k}": v for k, v in metrics.items()}
     out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
-    cond = torch.stack([test[i]["cond"] for i in range(0, 30, 5)])
-    figure = comparison_figure(target[0:30:5], {"baseline": pred[0:30:5]}, cond=cond, title="Baseline test predictions")
+    shown = spread_indices(len(test))
+    cond = torch.stack([test[i]["cond"] for i in shown])
+    figure = comparison_figure(target[shown], {"baseline": pred[shown]}, cond=cond, title="Baseline test predictions")
     return BaselineResult(trained, out, figure)
 
 

@@ -8,6 +8,11 @@ import numpy as np
 import torch
 
 
+def spread_indices(total: int, count: int = 6) -> list[int]:
+    """Up to `count` sample indices spread evenly over `total` (over maps and Tx alike)."""
+    return list(range(0, total, max(1, total // count)))[:count]
+
+
 def comparison_figure(target: torch.Tensor, predictions: Mapping[str, torch.Tensor], *,
                       cond: torch.Tensor | None = None, title: str = ""):
     """Rows: samples. Columns: layout + Tx (if `cond` `[B, C, H, W]` is given), truth, then each

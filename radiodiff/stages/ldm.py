@@ -17,7 +17,7 @@ from radiodiff.generation import LatentDiffusion, generate
 from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.models.unet import ConditionalUNet
 from radiodiff.stages.common import batched, dataset_digest, file_digest, load_model_file, predict_all, run_folder, save_model
-from radiodiff.stages.figures import comparison_figure
+from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.stages.vae import load_vae
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
@@ -25,7 +25,7 @@ from radiodiff.training.rng import seeded_generator
 
 KIND = "ldm"
 EVAL_BATCH = 64
-VAL_SAMPLES = 64  # the first 4 validation maps x 16 Tx: enough to measure the Tx response
+VAL_SAMPLES = 64  # the first validation maps, all their Tx: enough to measure the Tx response
 EVAL_SEED = 1234
 
 
@@ -124,9 +124,10 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
     out = {f"test_{k}": v for k, v in metrics.items()}
     out.update({f"test_static_{k}": static[k] for k in ("nmse", "tx_response")})
     out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
-    cond = torch.stack([test[i]["cond"] for i in range(0, 6 * 5, 5)])
-    figure = comparison_figure(target[0:30:5], {f"DDIM-{cfg.sample_steps}": pred[0:30:5]}, cond=cond,
-                               title="LDM test samples (one map, several Tx)")
+    shown = spread_indices(len(test))
+    cond = torch.stack([test[i]["cond"] for i in shown])
+    figure = comparison_figure(target[shown], {f"DDIM-{cfg.sample_steps}": pred[shown]}, cond=cond,
+                               title="LDM test samples")
     return LDMResult(model, out, figure)
 
 

@@ -17,7 +17,7 @@ from radiodiff.stages.common import (
     batched, dataset_digest, load_model_file, predict_all, run_folder, save_model,
 )
 from radiodiff.data.scaling import to_gain, to_model_scale
-from radiodiff.stages.figures import comparison_figure
+from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
 
@@ -80,8 +80,8 @@ def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progres
     pred, target, _ = predict_all(lambda b: reconstruct(trained, b), test, EVAL_BATCH)
     metrics = {f"test_{k}": v for k, v in summarize(pred, target).items()}
     metrics.update(scale_factor=scale, steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
-    shown = slice(0, len(target), max(1, len(target) // 6))  # spread over maps and Tx
-    figure = comparison_figure(target[shown][:6], {"reconstruction": pred[shown][:6]}, title="VAE test reconstructions")
+    shown = spread_indices(len(target))
+    figure = comparison_figure(target[shown], {"reconstruction": pred[shown]}, title="VAE test reconstructions")
     return VAEResult(trained, scale, metrics, figure)
 
 
