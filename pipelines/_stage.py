@@ -41,6 +41,33 @@ def run_stage(body: Callable[[], Any]) -> int:
     return 0
 
 
+def stage_main(argv: list[str] | None, description: str, body: Callable[[Any], Any]) -> int:
+    """The command line of a stage: `--params FILE`, parsed once, handed to `body(params)`
+    with torch given the machine's cores."""
+    import argparse
+
+    from radiodiff.config import load_params
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    use_all_cores()
+    return run_stage(lambda: body(load_params(args.params)))
+
+
+def publish_training(run: Any, stage: str, *, metrics: dict, figure: Any, figure_name: str, model_path: Path,
+                     model_name: str, model_view: Any, example: Any) -> None:
+    """What every training stage publishes: metrics (MLflow + `metrics/{stage}.json`), its figure
+    (MLflow + `plots/`), the model file as a checkpoint artifact, and an MLflow model with a
+    signature inferred from `example`."""
+    run.log(metrics)
+    run.log_figure(figure, figure_name)
+    save_figure(figure, figure_name)
+    run.log_artifact(model_path, folder="checkpoint")
+    run.log_model(model_view, model_name, example)
+    write_metrics(stage, metrics)
+
+
 def task_runner(workers: int, scheduler_address: str | None = None):
     """A Dask-backed Prefect task runner: an existing scheduler when `scheduler_address` (or
     `RADIODIFF_DASK_ADDRESS`) is set, else a local cluster of `workers` one-thread processes."""

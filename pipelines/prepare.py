@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import prefect_map, run_stage, save_figure, task_runner, write_metrics
+from pipelines._stage import prefect_map, save_figure, stage_main, task_runner, write_metrics
 from prefect import flow
 
 from radiodiff import tracking
-from radiodiff.config import PrepareConfig, load_params
+from radiodiff.config import PrepareConfig
 from radiodiff.data.figures import sample_figure
 from radiodiff.data.prepare import check_source, run_prepare
 
@@ -32,17 +31,14 @@ def prepare_flow(cfg: PrepareConfig, dataset_dir: str = str(DATASET_DIR), cache_
     return result.metrics
 
 
+def _run(params) -> None:
+    cfg = params.prepare
+    check_source(cfg)  # user mistakes surface here, as one line, before Prefect starts
+    prepare_flow.with_options(task_runner=task_runner(cfg.workers))(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-
-    def body() -> None:
-        cfg = load_params(args.params).prepare
-        check_source(cfg)  # user mistakes surface here, as one line, before Prefect starts
-        prepare_flow.with_options(task_runner=task_runner(cfg.workers))(cfg)
-
-    return run_stage(body)
+    return stage_main(argv, __doc__, _run)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
 from pipelines._stage import (
-    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, run_stage, save_figure, use_all_cores, write_metrics,
+    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, publish_training, stage_main,
 )
 from prefect import flow
 
 from radiodiff import tracking
-from radiodiff.config import BaselineConfig, ConditionConfig, load_params
+from radiodiff.config import BaselineConfig, ConditionConfig
 from radiodiff.export import PredictBaseline
 from radiodiff.stages.baseline import save_baseline, train_baseline
 
@@ -24,27 +23,15 @@ def train_baseline_flow(cfg: BaselineConfig, condition: ConditionConfig, dataset
     with tracking.stage_run("train_baseline", {"baseline": cfg, "condition": condition}) as run:
         result = train_baseline(cfg, condition, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=run.log)
         save_baseline(Path(model_path), result, cfg, condition)
-        run.log(result.metrics)
-        run.log_figure(result.figure, "baseline_predictions.png")
-        save_figure(result.figure, "baseline_predictions.png")
-        run.log_artifact(Path(model_path), folder="checkpoint")
-        example = example_sample(Path(dataset_dir), condition.encodings)["cond"]
-        run.log_model(PredictBaseline(result.model), "baseline", example)
-        write_metrics("train_baseline", result.metrics)
+        publish_training(run, "train_baseline", metrics=result.metrics, figure=result.figure,
+                         figure_name="baseline_predictions.png", model_path=Path(model_path), model_name="baseline",
+                         model_view=PredictBaseline(result.model),
+                         example=example_sample(Path(dataset_dir), condition.encodings)["cond"])
     return result.metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-
-    def body() -> None:
-        params = load_params(args.params)
-        use_all_cores()
-        train_baseline_flow(params.baseline, params.condition)
-
-    return run_stage(body)
+    return stage_main(argv, __doc__, lambda params: train_baseline_flow(params.baseline, params.condition))
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
 from pipelines._stage import (
-    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, run_stage, save_figure, use_all_cores, write_metrics,
+    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, publish_training, stage_main,
 )
 from prefect import flow
 
 from radiodiff import tracking
-from radiodiff.config import ConditionConfig, LDMConfig, load_params
+from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.export import SampleRadioMap
 from radiodiff.stages.ldm import save_ldm, train_ldm
 
@@ -26,27 +25,15 @@ def train_ldm_flow(cfg: LDMConfig, condition: ConditionConfig, dataset_dir: str 
         result = train_ldm(cfg, condition, dataset_dir=Path(dataset_dir), vae_path=Path(vae_path),
                            work_dir=Path(work_dir), log=run.log)
         save_ldm(Path(model_path), result, cfg, condition, Path(vae_path))
-        run.log(result.metrics)
-        run.log_figure(result.figure, "ldm_samples.png")
-        save_figure(result.figure, "ldm_samples.png")
-        run.log_artifact(Path(model_path), folder="checkpoint")
-        example = example_sample(Path(dataset_dir), condition.encodings)["cond"]
-        run.log_model(SampleRadioMap(result.model, cfg.sample_steps), "ldm_sampler", example)
-        write_metrics("train_ldm", result.metrics)
+        publish_training(run, "train_ldm", metrics=result.metrics, figure=result.figure,
+                         figure_name="ldm_samples.png", model_path=Path(model_path), model_name="ldm_sampler",
+                         model_view=SampleRadioMap(result.model, cfg.sample_steps),
+                         example=example_sample(Path(dataset_dir), condition.encodings)["cond"])
     return result.metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-
-    def body() -> None:
-        params = load_params(args.params)
-        use_all_cores()
-        train_ldm_flow(params.ldm, params.condition)
-
-    return run_stage(body)
+    return stage_main(argv, __doc__, lambda params: train_ldm_flow(params.ldm, params.condition))
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
 from pipelines._stage import (
-    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, run_stage, save_figure, use_all_cores, write_metrics,
+    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, publish_training, stage_main,
 )
 from prefect import flow
 
 from radiodiff import tracking
-from radiodiff.config import VAEConfig, load_params
+from radiodiff.config import VAEConfig
 from radiodiff.export import Reconstruct
 from radiodiff.stages.vae import save_vae, train_vae
 
@@ -24,26 +23,14 @@ def train_vae_flow(cfg: VAEConfig, dataset_dir: str = str(DATASET_DIR), model_pa
     with tracking.stage_run("train_vae", cfg) as run:
         result = train_vae(cfg, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=run.log)
         save_vae(Path(model_path), result, cfg)
-        run.log(result.metrics)
-        run.log_figure(result.figure, "vae_reconstructions.png")
-        save_figure(result.figure, "vae_reconstructions.png")
-        run.log_artifact(Path(model_path), folder="checkpoint")
-        run.log_model(Reconstruct(result.model), "vae", example_sample(Path(dataset_dir))["gain"])
-        write_metrics("train_vae", result.metrics)
+        publish_training(run, "train_vae", metrics=result.metrics, figure=result.figure,
+                         figure_name="vae_reconstructions.png", model_path=Path(model_path), model_name="vae",
+                         model_view=Reconstruct(result.model), example=example_sample(Path(dataset_dir))["gain"])
     return result.metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-
-    def body() -> None:
-        cfg = load_params(args.params).vae
-        use_all_cores()
-        train_vae_flow(cfg)
-
-    return run_stage(body)
+    return stage_main(argv, __doc__, lambda params: train_vae_flow(params.vae))
 
 
 if __name__ == "__main__":
