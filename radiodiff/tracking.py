@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -131,5 +132,9 @@ def log_torch_model(module: Any, name: str, input_example: Any) -> None:
     signature = infer_signature(example, output.cpu().numpy())
     # Explicit requirements: inferring them costs ~5 s per model and guesses wrong offline.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
+    # Pickle format, because the samplers' Python loops do not export to pt2; radiodiff itself
+    # never loads these files (it reads its own weights_only model files), so MLflow's
+    # warning about unpickling is for the users who do, and said in the README.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     mlflow.pytorch.log_model(module, name=name, signature=signature, input_example=example,
                              pip_requirements=requirements, serialization_format="pickle")
