@@ -44,6 +44,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate.py
+	$(BIN)/python benchmarks/models.py
 
 ui: $(STAMP)
 	@echo "MLflow UI on http://127.0.0.1:5000 (Ctrl-C to stop)"
