@@ -108,3 +108,18 @@ def test_model_files_refuse_garbage(tmp_path):
         load_vae(bad)
     with pytest.raises(UserError, match="model file not found"):
         load_vae(tmp_path / "missing.pt")
+
+
+def test_resume_folder_changes_with_the_targets_not_only_the_index(dataset, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from radiodiff.stages.common import dataset_digest
+
+    copy = tmp_path / "data"
+    shutil.copytree(dataset / "data", copy)
+    before = dataset_digest(copy)
+    gains = np.load(copy / "train_gain.npy")
+    np.save(copy / "train_gain.npy", gains * 0.5)  # new targets, same index
+    assert dataset_digest(copy) != before

@@ -1,4 +1,4 @@
-"""What the training stages share: model files, resume folders, batched evaluation, gain scaling."""
+"""What the training stages share: model files, resume folders, batched evaluation."""
 
 from __future__ import annotations
 
@@ -35,11 +35,15 @@ def file_digest(path: Path) -> str:
 
 
 def dataset_digest(dataset_dir: Path) -> str:
-    """Digest of a prepared dataset (its index names every sample and file)."""
-    path = Path(dataset_dir) / INDEX_FILE
-    if not path.is_file():
+    """Digest of a prepared dataset: every file of it, so new targets behind an unchanged index
+    (say, after a simulator change) never resume a checkpoint trained on the old ones."""
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / INDEX_FILE).is_file():
         raise UserError(f"no dataset at {dataset_dir}: run the prepare stage first")
-    return file_digest(path)
+    sha = hashlib.sha256()
+    for path in sorted(p for p in dataset_dir.iterdir() if p.is_file()):
+        sha.update(path.name.encode() + b"\0" + file_digest(path).encode())
+    return sha.hexdigest()
 
 
 def save_model(path: Path, *, kind: str, state_dict: dict, config: Any, extra: dict | None = None) -> None:
