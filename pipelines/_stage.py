@@ -72,12 +72,9 @@ def task_runner(workers: int, scheduler_address: str | None = None):
     """A Dask-backed Prefect task runner: an existing scheduler when `scheduler_address` (or
     `RADIODIFF_DASK_ADDRESS`) is set, else a local cluster of `workers` one-thread processes."""
     from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner  # a declared dependency
 
     address = scheduler_address or os.environ.get("RADIODIFF_DASK_ADDRESS")
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError:
-        return ThreadPoolTaskRunner(max_workers=workers)
     if address:
         return DaskTaskRunner(address=address)
     if workers <= 1:
