@@ -171,6 +171,63 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class TailTuneConfig:
+    """Dynamic conditional fine-tuning: a copy of the denoiser trained on the Flux tail only,
+    fed with the static bank midpoints of the training scenes (the paper's third ingredient)."""
+
+    batch_size: int = 32
+    train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=400))
+
+
+@dataclass(frozen=True)
+class FluxConfig:
+    """The midpoint bank (`build_bank`) and the two-stage sampler that reads it.
+
+    t_mid: step index of the midpoint (T-1 = pure noise, 0 = last noisy step); the bank holds
+    one static midpoint per scene, seed and entry of `t_mids`. `t_mid` is the one served by
+    `radiodiff predict` and registered; `evaluate` sweeps all of `t_mids`.
+    """
+
+    t_mids: tuple[int, ...] = (800, 600, 400, 200)
+    t_mid: int = 800
+    prefix_steps: int = 5  # DDIM calls of stage 1, T-1 -> t_mid (offline, so not the bottleneck)
+    tail_steps: int = 1  # DDIM calls of stage 2, t_mid -> clean (paid per query)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    splits: tuple[str, ...] = ("train", "test")  # train midpoints feed the tail fine-tuning
+    nearest_max_distance: float = 0.15  # RMS building-occupancy difference of the 8x8 embedding
+    batch_size: int = 64
+    workers: int = 2
+    use_tuned_tail: bool = False  # serve with the fine-tuned tail (evaluate measures both)
+    tail_tune: TailTuneConfig = field(default_factory=TailTuneConfig)
+
+    def __post_init__(self) -> None:
+        if self.t_mid not in self.t_mids:
+            raise ValueError(f"t_mid {self.t_mid} must be one of t_mids {list(self.t_mids)}")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if self.prefix_steps < 1 or self.tail_steps < 1:
+            raise ValueError("prefix_steps and tail_steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The `evaluate` stage: every method on the same test maps, in one run.
+
+    The maps are the first `tx_per_scene` Tx of `scenes` test layouts spread over the split; timings are
+    medians over `timing_repeats` rounds that interleave the methods (a noisy shared machine).
+    """
+
+    scenes: int = 6
+    tx_per_scene: int = 6
+    ddim_steps: tuple[int, ...] = (1, 2, 5, 10, 20)
+    tail_steps: tuple[int, ...] = (1, 2, 5)
+    batch_size: int = 48  # the "full batch" of the throughput timings
+    timing_maps: int = 4  # batch-1 maps timed per method and round (the full DDPM: 1)
+    timing_repeats: int = 3
+    consistency_steps: int = 20  # DDIM grid on which midpoint similarity is traced over t
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -179,6 +236,8 @@ class Params:
     vae: VAEConfig = field(default_factory=VAEConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    flux: FluxConfig = field(default_factory=FluxConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from radiodiff.config import (
+    ConditionConfig, DataLoaderConfig, DiffusionConfig, LDMConfig, PrepareConfig, SplitSizes, UNetConfig, VAEConfig,
+)
+from radiodiff.data.prepare import run_prepare
+from radiodiff.stages.ldm import save_ldm, train_ldm
+from radiodiff.stages.vae import save_vae, train_vae
+from radiodiff.training.config import LoopConfig, OptimConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -31,3 +39,43 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+# A tiny real dataset and toy models trained for a few steps, shared by the stage tests.
+TINY_DATA = PrepareConfig(maps=SplitSizes(train=3, val=1, test=1), tx_per_map=4, resolution=32, workers=1)
+LOOP = LoopConfig(total_steps=4, log_every=2, val_every=4, checkpoint_every=2,
+                  optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=1, ema_start_step=0, ema_decay=0.5))
+DATA = DataLoaderConfig(batch_size=4, workers=0)
+CONDITION = ConditionConfig()
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stages")
+    run_prepare(TINY_DATA, out_dir=root / "data", cache_dir=root / "cache", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def vae_file(dataset):
+    cfg = VAEConfig(base_channels=8, channel_mults=(1, 2, 4), data=DATA, train=LOOP)
+    logged = []
+    result = train_vae(cfg, dataset_dir=dataset / "data", work_dir=dataset / "work",
+                       log=lambda m, s: logged.append((s, m)), progress=False)
+    assert {"test_nmse", "test_ssim", "scale_factor"} <= set(result.metrics)
+    assert any("train/loss" in m for _, m in logged) and any("val/nmse" in m for _, m in logged)
+    path = dataset / "models" / "vae.pt"
+    save_vae(path, result, cfg)
+    return path, result
+
+
+@pytest.fixture(scope="session")
+def ldm_file(dataset, vae_file):
+    vae_path, _ = vae_file
+    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
+                    diffusion=DiffusionConfig(num_steps=50), sample_steps=2, data=DATA, train=LOOP)
+    result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=dataset / "work",
+                       log=lambda m, s: None, progress=False)
+    path = dataset / "models" / "ldm.pt"
+    save_ldm(path, result, cfg, CONDITION, vae_path)
+    return path, cfg, result

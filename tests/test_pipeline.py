@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-STAGES = ("prepare", "train_vae", "train_ldm", "train_baseline")
+STAGES = ("prepare", "train_vae", "train_ldm", "train_baseline", "build_bank", "tune_tail", "evaluate")
+TRAINING = ("train_vae", "train_ldm", "train_baseline")
 
 
 def _copy_project(target: Path) -> None:
@@ -44,12 +45,20 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     assert _dvc(tmp_path, "init", "--no-scm", "-q").returncode == 0
     first = _dvc(tmp_path, "repro")
     assert first.returncode == 0, first.stderr[-3000:]
-    for path in ("data/prepared/index.parquet", "models/vae.pt", "models/ldm.pt", "models/baseline.pt"):
+    for path in ("data/prepared/index.parquet", "models/vae.pt", "models/ldm.pt", "models/baseline.pt",
+                 "models/flux_tail.pt", "plots/evaluate_tradeoff.csv", "plots/evaluate_tradeoff.png"):
         assert (tmp_path / path).is_file(), path
     for stage in STAGES:
         metrics = json.loads((tmp_path / "metrics" / f"{stage}.json").read_text())
         assert metrics, stage
     assert "test_tx_response" in json.loads((tmp_path / "metrics" / "train_ldm.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
+    assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse"} <= set(evaluated["headline"])
+    assert {"ddpm_full", "ddim_1", "flux_t30_tail1", "flux_tuned_t10_tail1", "baseline"} <= set(evaluated["methods"])
+    assert json.loads((tmp_path / "metrics" / "build_bank.json").read_text())["entries"] == 4 * 2 * 2  # train + test layouts x t_mids x seeds
+    verify = subprocess.run([str(Path(sys.executable).parent / "radiodiff"), "bank", "verify", str(tmp_path / "bank")],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and "16 entries" in verify.stdout, verify.stderr
 
     second = _dvc(tmp_path, "repro")
     assert second.returncode == 0
@@ -63,8 +72,11 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
         assert run.info.status == "FINISHED", stage
         assert run.data.params and run.data.metrics, stage
         assert run.data.tags["git_commit"] and run.data.tags["params_hash"]
-    for stage in STAGES[1:]:
+    for stage in TRAINING:
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(by_stage[stage].info.run_id)}
         assert "checkpoint" in artifacts and any(p.endswith(".png") for p in artifacts), (stage, artifacts)
+    client = mlflow.MlflowClient()
+    assert "checkpoint" in {a.path for a in client.list_artifacts(by_stage["tune_tail"].info.run_id)}
+    assert "evaluate_tradeoff.png" in {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id)}
     history = mlflow.MlflowClient().get_metric_history(by_stage["train_vae"].info.run_id, "train/loss")
     assert len(history) == 3  # a loss curve, one point per step

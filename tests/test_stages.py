@@ -5,43 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radiodiff.config import (
-    BaselineConfig, ConditionConfig, DataLoaderConfig, DiffusionConfig, LDMConfig, PrepareConfig, SplitSizes,
-    UNetConfig, VAEConfig,
-)
-from radiodiff.data.prepare import run_prepare
+from tests.conftest import CONDITION, DATA, LOOP
+from radiodiff.config import BaselineConfig, VAEConfig
 from radiodiff.errors import UserError
 from radiodiff.generation import generate
 from radiodiff.stages.baseline import load_baseline, predict_baseline, save_baseline, train_baseline
-from radiodiff.stages.ldm import load_ldm, save_ldm, train_ldm
-from radiodiff.stages.vae import load_vae, save_vae, train_vae
-from radiodiff.training.config import LoopConfig, OptimConfig
-
-TINY_DATA = PrepareConfig(maps=SplitSizes(train=3, val=1, test=1), tx_per_map=4, resolution=32, workers=1)
-LOOP = LoopConfig(total_steps=4, log_every=2, val_every=4, checkpoint_every=2,
-                  optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=1, ema_start_step=0, ema_decay=0.5))
-DATA = DataLoaderConfig(batch_size=4, workers=0)
-CONDITION = ConditionConfig()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stages")
-    run_prepare(TINY_DATA, out_dir=root / "data", cache_dir=root / "cache", progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def vae_file(dataset):
-    cfg = VAEConfig(base_channels=8, channel_mults=(1, 2, 4), data=DATA, train=LOOP)
-    logged = []
-    result = train_vae(cfg, dataset_dir=dataset / "data", work_dir=dataset / "work",
-                       log=lambda m, s: logged.append((s, m)), progress=False)
-    assert {"test_nmse", "test_ssim", "scale_factor"} <= set(result.metrics)
-    assert any("train/loss" in m for _, m in logged) and any("val/nmse" in m for _, m in logged)
-    path = dataset / "models" / "vae.pt"
-    save_vae(path, result, cfg)
-    return path, result
+from radiodiff.stages.ldm import load_ldm
+from radiodiff.stages.vae import load_vae, save_vae
 
 
 def test_vae_file_round_trip(vae_file):
@@ -51,18 +21,6 @@ def test_vae_file_round_trip(vae_file):
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.encode(x).mode(), result.model.encode(x).mode())
-
-
-@pytest.fixture(scope="module")
-def ldm_file(dataset, vae_file):
-    vae_path, _ = vae_file
-    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
-                    diffusion=DiffusionConfig(num_steps=50), sample_steps=2, data=DATA, train=LOOP)
-    result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=dataset / "work",
-                       log=lambda m, s: None, progress=False)
-    path = dataset / "models" / "ldm.pt"
-    save_ldm(path, result, cfg, CONDITION, vae_path)
-    return path, cfg, result
 
 
 def test_ldm_trains_samples_and_reloads(vae_file, ldm_file):

@@ -1,0 +1,75 @@
+"""DVC stage `evaluate`: every method on the same test maps in one run (accuracy over seeds,
+speed side by side), the Flux headline against the issue's targets, plots and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# _stage first: it sets the offline/quiet switches that Prefect reads at import.
+from pipelines._stage import DATASET_DIR, MODELS_DIR, PLOTS_DIR, save_figure, stage_main, write_metrics
+from prefect import flow
+
+from pipelines.build_bank import BANK_DIR
+from radiodiff import tracking
+from radiodiff.config import EvaluateConfig, FluxConfig
+from radiodiff.io import atomic_write_text
+
+TABLE_COLUMNS = ("nmse", "nmse_ci95", "ssim", "ssim_ci95", "tx_response", "nmse_loss", "ssim_loss",
+                 "ms_per_map_b1", "ms_per_map_batch", "speedup_b1", "speedup_batch")
+
+
+def _toolkit(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_dir: Path, bank_dir: Path):
+    from radiodiff.data.dataset import RadioMapDataset
+    from radiodiff.evaluation.methods import Toolkit
+    from radiodiff.stages.bank import load_scenes
+    from radiodiff.stages.evaluate import select_maps
+    from radiodiff.stages.ldm import load_ldm
+    from radiodiff.stages.tail import load_tail
+
+    ldm_path = models_dir / "ldm.pt"
+    model, _, condition = load_ldm(ldm_path, models_dir / "vae.pt")
+    maps = select_maps(RadioMapDataset(dataset_dir, "test", condition.encodings), cfg)
+    tail = load_tail(models_dir / "flux_tail.pt", ldm_path, model)
+    exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
+    return Toolkit(model, maps, flux, ldm_path, bank_dir, tail, exclude)
+
+
+def _write_plots(result) -> None:
+    """DVC plot data: the trade-off over methods, and similarity over t."""
+    tradeoff = result.table[["method", "family", "t_mid", "tail_steps", "nmse", "ssim", "ms_per_map_b1"]]
+    atomic_write_text(PLOTS_DIR / "evaluate_tradeoff.csv", tradeoff.to_csv(index=False))
+    atomic_write_text(PLOTS_DIR / "evaluate_consistency.csv", result.consistency.to_csv(index=False))
+    atomic_write_text(PLOTS_DIR / "evaluate_table.json", result.table.to_json(orient="records", indent=1))
+
+
+@flow(name="evaluate", validate_parameters=False)
+def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(DATASET_DIR),
+                  models_dir: str = str(MODELS_DIR), bank_dir: str = str(BANK_DIR)) -> dict:
+    """Evaluate, then write metrics/evaluate.json, the plot data and figures; log all to MLflow."""
+    from radiodiff.stages.baseline import load_baseline, predict_baseline
+    from radiodiff.stages.evaluate import evaluate
+
+    kit = _toolkit(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir))
+    baseline, _ = load_baseline(Path(models_dir) / "baseline.pt")
+    with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
+        result = evaluate(kit, cfg, lambda cond: predict_baseline(baseline, cond), dataset_dir=Path(dataset_dir))
+        per_method = {row["method"]: {k: row[k] for k in TABLE_COLUMNS}
+                      for row in result.table.to_dict(orient="records")}
+        run.log(result.headline)
+        run.log({f"{name}/{key}": value for name, row in per_method.items() for key, value in row.items()})
+        for name, figure in result.figures.items():
+            run.log_figure(figure, name)
+            save_figure(figure, name)
+        _write_plots(result)
+        for name in ("evaluate_tradeoff.csv", "evaluate_consistency.csv", "evaluate_table.json"):
+            run.log_artifact(PLOTS_DIR / name, folder="evaluate")
+        write_metrics("evaluate", {"headline": result.headline, "methods": per_method})
+    return result.headline
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__, lambda params: evaluate_flow(params.flux, params.evaluate))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

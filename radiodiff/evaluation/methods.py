@@ -1,0 +1,163 @@
+"""The methods `evaluate` compares, each a function of (seed, rows of the map set) -> gain maps.
+
+Every generative method starts from the same per-scene noise (`scene_noise`), so for a given
+seed the full trajectory, DDIM-N, Flux and its control differ only in what they do after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from radiodiff.bank import MidpointBank, layout_embedding
+from radiodiff.config import FluxConfig
+from radiodiff.flux import FluxPlan, flux_plan, scene_noise, stage1_midpoint, stage2_decode
+from radiodiff.generation import LatentDiffusion, SamplerKind
+from radiodiff.models.unet import ConditionalUNet
+from radiodiff.stages.bank import bank_key, static_conditions
+from radiodiff.training.rng import seeded_generator
+
+RunFn = Callable[[int, Sequence[int]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MapSet:
+    """The evaluated maps: `cond` `[N, C, H, W]`, `gain` `[N, 1, H, W]`, `maps` (scene id per row)."""
+
+    cond: torch.Tensor
+    gain: torch.Tensor
+    maps: tuple[int, ...]
+
+    def buildings(self, rows: Sequence[int]) -> np.ndarray:
+        return self.cond[list(rows), 0].numpy() > 0
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the evaluate table. `unet_calls` per map: the sampler's network evaluations
+    paid per query (a bank hit pays none of the prefix)."""
+
+    name: str
+    family: str  # full | ddim | flux | flux_tuned | flux_nearest | control | baseline
+    run: RunFn
+    unet_calls: int
+    t_mid: int | None = None
+    tail_steps: int | None = None
+    stats: dict = field(default_factory=dict, compare=False)  # bank hits/misses of flux_nearest
+
+
+@dataclass(frozen=True)
+class Toolkit:
+    """What the methods run on."""
+
+    model: LatentDiffusion
+    maps: MapSet
+    flux: FluxConfig
+    ldm_path: Path
+    bank_dir: Path
+    tail: ConditionalUNet | None
+    exclude: frozenset[int]  # scenes `flux_nearest` may not use: the evaluated layouts themselves
+    banks: dict[int, MidpointBank] = field(default_factory=dict, compare=False)  # opened once per t_mid
+
+    def start(self, seed: int, rows: Sequence[int]) -> torch.Tensor:
+        return scene_noise(self.model.latent_shape(self.maps.cond[:1])[1:], [self.maps.maps[r] for r in rows], seed)
+
+    def plan(self, t_mid: int, tail_steps: int) -> FluxPlan:
+        return flux_plan(self.model.schedule.num_steps, t_mid, self.flux.prefix_steps, tail_steps)
+
+    def bank(self, t_mid: int) -> MidpointBank:
+        """The bank of `t_mid`, opened once: a server keeps its bank open between queries."""
+        if t_mid not in self.banks:
+            self.banks[t_mid] = MidpointBank(self.bank_dir, bank_key(self.model, self.ldm_path, self.flux, t_mid))
+        return self.banks[t_mid]
+
+
+def from_noise(kit: Toolkit, name: str, steps: int, sampler: SamplerKind) -> Method:
+    """DDPM (all T steps) or DDIM-`steps` from the seeded start latent with the full condition."""
+    last = kit.model.schedule.num_steps - 1
+
+    def run(seed, rows):
+        cond = kit.maps.cond[list(rows)]
+        plan = flux_plan(last + 1, last, 0, steps)
+        return stage2_decode(kit.model, kit.start(seed, rows), cond, plan, sampler=sampler,
+                             generator=seeded_generator(seed))
+
+    return Method(name, "full" if sampler is SamplerKind.DDPM else "ddim", run, steps)
+
+
+def flux_hit(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Method:
+    """Stage 2 from the scene's own static bank midpoint (a hit), with the base or tuned tail."""
+    plan = kit.plan(t_mid, tail_steps)
+    tail = kit.tail if tuned else None
+
+    def run(seed, rows):
+        bank = kit.bank(t_mid)
+        midpoint = torch.stack([torch.from_numpy(_require(bank.get(kit.maps.maps[r], seed=seed), kit.maps.maps[r]))
+                                for r in rows])
+        return _stage2(kit, midpoint, rows, plan, tail)
+
+    family = "flux_tuned" if tuned else "flux"
+    return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps)
+
+
+def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Method:
+    """Stage 2 from the midpoint of the most similar *other* layout in the bank (an unseen
+    layout's path); a layout with none near enough computes its own stage 1 (a miss)."""
+    plan = kit.plan(t_mid, tail_steps)
+    counts = {"nearest": 0, "miss": 0}
+
+    def run(seed, rows):
+        bank = kit.bank(t_mid)
+        latents = []
+        for row in rows:
+            found = bank.nearest(layout_embedding(kit.maps.buildings([row])[0]), kit.flux.nearest_max_distance,
+                                 seed=seed, exclude=kit.exclude)
+            counts["nearest" if found else "miss"] += 1
+            latents.append(torch.from_numpy(found[2]) if found else _own_midpoint(kit, seed, [row], plan)[0])
+        return _stage2(kit, torch.stack(latents), rows, plan, kit.tail if tuned else None)
+
+    return Method(f"flux_nearest_t{t_mid}_tail{tail_steps}", "flux_nearest", run, tail_steps, t_mid, tail_steps,
+                  stats=counts)
+
+
+def control(kit: Toolkit, t_mid: int, tail_steps: int) -> Method:
+    """The same seeded prefix but under the full condition (not cacheable), then the same tail:
+    isolates what the static-only prefix costs."""
+    plan = kit.plan(t_mid, tail_steps)
+
+    def run(seed, rows):
+        cond = kit.maps.cond[list(rows)]
+        midpoint = stage1_midpoint(kit.model, cond, plan, kit.start(seed, rows))
+        return _stage2(kit, midpoint, rows, plan, None)
+
+    return Method(f"control_t{t_mid}_tail{tail_steps}", "control", run, plan.prefix_calls + tail_steps,
+                  t_mid, tail_steps)
+
+
+def supervised(name: str, predict: Callable[[torch.Tensor], torch.Tensor], kit: Toolkit) -> Method:
+    """The supervised baseline: one deterministic pass (every seed gives the same maps)."""
+    return Method(name, "baseline", lambda seed, rows: predict(kit.maps.cond[list(rows)]), 0)
+
+
+def _own_midpoint(kit: Toolkit, seed: int, rows: Sequence[int], plan: FluxPlan) -> torch.Tensor:
+    static = static_conditions(kit.maps.buildings(rows), kit.maps.cond.shape[1])
+    return stage1_midpoint(kit.model, static, plan, kit.start(seed, rows))
+
+
+def _stage2(kit: Toolkit, midpoint: torch.Tensor, rows: Sequence[int], plan: FluxPlan,
+            tail: ConditionalUNet | None) -> torch.Tensor:
+    cond = kit.maps.cond[list(rows)]
+    denoise = (lambda x, t: tail(x, t, cond)) if tail is not None else None
+    return stage2_decode(kit.model, midpoint, cond, plan, denoise_fn=denoise)
+
+
+def _require(latent: np.ndarray | None, scene: int) -> np.ndarray:
+    if latent is None:
+        from radiodiff.errors import UserError
+
+        raise UserError(f"the bank has no midpoint of test scene {scene}: run build_bank over the test split")
+    return latent

@@ -1,0 +1,137 @@
+"""tune_tail: dynamic conditional fine-tuning of the Flux tail (RadioDiff-Flux's third ingredient).
+
+A static midpoint z_mid of scene s carries the layout but no Tx. For a training sample of s
+with clean latent x0, the noise that z_mid implies is
+
+    eps_hat = (z_mid - sqrt(ab_mid) x0) / sqrt(1 - ab_mid),
+
+and the deterministic (DDIM) path from z_mid to x0 is x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps_hat
+for t <= t_mid. A copy of the denoiser is trained on points of that path, with the sample's
+full condition: at t = t_mid its input is the shared static midpoint itself, so it learns to
+move a Tx-free midpoint to that Tx's map. The copy only ever runs the tail.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from radiodiff.bank import MidpointBank
+from radiodiff.config import ConditionConfig, FluxConfig
+from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.diffusion.losses import q_sample
+from radiodiff.diffusion.prediction import prediction_target
+from radiodiff.errors import UserError
+from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode
+from radiodiff.generation import LatentDiffusion
+from radiodiff.metrics import nmse
+from radiodiff.models.unet import ConditionalUNet
+from radiodiff.stages.bank import bank_key, load_scenes, static_conditions
+from radiodiff.stages.common import (
+    batched, dataset_digest, file_digest, load_model_file, run_folder, save_model,
+)
+from radiodiff.stages.ldm import LatentDataset, encode_dataset
+from radiodiff.training.batching import loader_factory
+from radiodiff.training.loop import TrainResult, train_loop
+
+KIND = "flux_tail"
+VAL_MAPS = 64
+
+
+def bank_midpoints(model: LatentDiffusion, ldm_path: Path, bank_dir: Path, cfg: FluxConfig,
+                   scene_ids: np.ndarray) -> torch.Tensor:
+    """Static midpoints `[len(t_mids), len(seeds), S, 3, h, w]` of `scene_ids`, read from the bank."""
+    out = torch.empty(0)
+    for i, t_mid in enumerate(cfg.t_mids):
+        bank = MidpointBank(bank_dir, bank_key(model, ldm_path, cfg, t_mid))
+        for j, seed in enumerate(cfg.seeds):
+            for k, scene in enumerate(scene_ids):
+                latent = bank.get(int(scene), seed=seed)
+                if latent is None:
+                    raise UserError(f"{bank_dir}: no midpoint of scene {scene} (t_mid {t_mid}, seed {seed});"
+                                    " run build_bank over the train split first")
+                if out.numel() == 0:
+                    out = torch.empty((len(cfg.t_mids), len(cfg.seeds), len(scene_ids), *latent.shape))
+                out[i, j, k] = torch.from_numpy(latent)
+    return out
+
+
+def path_point(z_mid: torch.Tensor, x0: torch.Tensor, t_mid: torch.Tensor, t: torch.Tensor, schedule):
+    """(x_t, eps_hat) on the deterministic path from z_mid (at t_mid) to x0, all `[B, 3, h, w]`."""
+    ab_mid = torch.as_tensor(schedule.alphas_cumprod_at(t_mid), dtype=x0.dtype).view(-1, 1, 1, 1)
+    eps_hat = (z_mid - ab_mid.sqrt() * x0) / (1.0 - ab_mid).sqrt()
+    return q_sample(x0, t, eps_hat, schedule), eps_hat
+
+
+def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
+    t_mids = torch.tensor(cfg.t_mids)
+
+    def loss_fn(unet, batch, step, generator):
+        x0, cond = batch["latent"], batch["cond"]
+        size = x0.shape[0]
+        which = torch.randint(0, len(cfg.t_mids), (size,), generator=generator)
+        seed = torch.randint(0, len(cfg.seeds), (size,), generator=generator)
+        rows = torch.tensor([scene_row[int(m)] for m in batch["map_id"]])
+        t_mid = t_mids[which]
+        # Half the draws sit at t_mid itself (the first tail step, which sees z_mid as is),
+        # the rest anywhere on the remaining path.
+        later = (torch.rand(size, generator=generator) * (t_mid + 1)).long()
+        t = torch.where(torch.rand(size, generator=generator) < 0.5, t_mid, later)
+        x_t, eps_hat = path_point(midpoints[which, seed, rows], x0, t_mid, t, model.schedule)
+        target = prediction_target(x0, eps_hat, t, model.schedule, model.prediction)
+        return torch.nn.functional.mse_loss(unet(x_t, t, cond).float(), target.float()), {}
+
+    return loss_fn
+
+
+def _val_fn(model: LatentDiffusion, cfg: FluxConfig, val: RadioMapDataset):
+    """NMSE of Flux (t_mid = cfg.t_mid, seed of cfg.seeds[0]) on the first validation maps."""
+    plan = flux_plan(model.schedule.num_steps, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps)
+    batch = next(iter(batched(val, VAL_MAPS)))
+    cond = batch["cond"]
+    static = static_conditions(cond[:, 0].numpy() > 0, cond.shape[1])
+    x_start = scene_noise(model.latent_shape(cond)[1:], batch["map_id"].tolist(), cfg.seeds[0])
+    midpoint = stage1_midpoint(model, static, plan, x_start)
+
+    def val_fn(net, step):
+        pred = stage2_decode(model, midpoint, cond, plan, denoise_fn=lambda x, t: net(x, t, cond))
+        return {"flux_nmse": float(nmse(pred, batch["gain"]).mean())}
+
+    return val_fn
+
+
+def train_tail(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConfig, *, ldm_path: Path,
+               dataset_dir: Path, bank_dir: Path, work_dir: Path, log, progress: bool = True) -> TrainResult:
+    """Fine-tune a copy of `model.unet` on the tails of the train split's bank midpoints."""
+    train = RadioMapDataset(dataset_dir, "train", condition.encodings)
+    scene_ids = load_scenes(dataset_dir, ["train"]).ids
+    midpoints = bank_midpoints(model, ldm_path, bank_dir, cfg, scene_ids)
+    latents = LatentDataset(train, encode_dataset(model, train))
+    tune = cfg.tail_tune
+    return train_loop(
+        model=copy.deepcopy(model.unet).train(), config=tune.train, log=log, progress=progress,
+        loss_fn=_loss_fn(model, cfg, midpoints, {int(s): i for i, s in enumerate(scene_ids)}),
+        val_fn=_val_fn(model, cfg, RadioMapDataset(dataset_dir, "val", condition.encodings)),
+        batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0),
+        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir),
+                                  file_digest(ldm_path)),
+    )
+
+
+def save_tail(path: Path, unet: ConditionalUNet, cfg: FluxConfig, ldm_path: Path) -> None:
+    """Write the fine-tuned tail (EMA weights), tied to the denoiser file it was tuned from."""
+    save_model(path, kind=KIND, state_dict=unet.state_dict(), config={"flux": cfg},
+               extra={"ldm_digest": file_digest(ldm_path)})
+
+
+def load_tail(path: Path, ldm_path: Path, model: LatentDiffusion) -> ConditionalUNet:
+    """The fine-tuned tail of `save_tail`, refused unless it was tuned from `ldm_path`."""
+    payload = load_model_file(path, KIND)
+    if payload["extra"]["ldm_digest"] != file_digest(ldm_path):
+        raise UserError(f"{path} was fine-tuned from another denoiser than {ldm_path}")
+    unet = copy.deepcopy(model.unet)
+    unet.load_state_dict(payload["state_dict"])
+    return unet.eval()

@@ -1,0 +1,88 @@
+"""build_bank -> tune_tail -> evaluate in library terms, on the tiny dataset and toy models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import CONDITION, LOOP
+from radiodiff.bank import MidpointBank
+from radiodiff.config import EvaluateConfig, FluxConfig, TailTuneConfig
+from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.errors import UserError
+from radiodiff.evaluation.methods import Toolkit
+from radiodiff.stages.bank import bank_key, fill_bank, load_scenes
+from radiodiff.stages.evaluate import evaluate, select_maps
+from radiodiff.stages.ldm import load_ldm
+from radiodiff.stages.tail import load_tail, save_tail, train_tail
+
+FLUX = FluxConfig(t_mids=(30, 10), t_mid=30, prefix_steps=2, tail_steps=1, seeds=(0, 1), batch_size=2,
+                  nearest_max_distance=1.0, tail_tune=TailTuneConfig(batch_size=4, train=LOOP))
+EVALUATE = EvaluateConfig(scenes=1, tx_per_scene=4, ddim_steps=(1, 3), tail_steps=(1, 2), timing_maps=1,
+                          timing_repeats=1, consistency_steps=4)
+
+
+@pytest.fixture(scope="module")
+def flux_setup(dataset, vae_file, ldm_file):
+    ldm_path = ldm_file[0]
+    model, _, condition = load_ldm(ldm_path, vae_file[0])
+    bank_dir = dataset / "bank"
+    scenes = load_scenes(dataset / "data", FLUX.splits)
+    written = fill_bank(model, ldm_path, bank_dir, scenes, FLUX, condition.channels)
+    return model, ldm_path, bank_dir, scenes, written
+
+
+def test_bank_holds_every_scene_seed_and_t_mid_once(flux_setup):
+    model, ldm_path, bank_dir, scenes, written = flux_setup
+    assert len(scenes.ids) == 4 and written == 4 * len(FLUX.seeds) * len(FLUX.t_mids)
+    assert fill_bank(model, ldm_path, bank_dir, scenes, FLUX, CONDITION.channels) == 0  # resumes: nothing new
+    bank = MidpointBank(bank_dir, bank_key(model, ldm_path, FLUX, 30))
+    latent = bank.get(int(scenes.ids[0]), seed=1)
+    assert latent.shape == (3, 8, 8) and latent.dtype == np.float32
+    # another prefix is another key: nothing served across it
+    other = FluxConfig(**{**FLUX.__dict__, "prefix_steps": 3})
+    assert len(MidpointBank(bank_dir, bank_key(model, ldm_path, other, 30))) == 0
+
+
+def test_tail_tunes_saves_and_refuses_a_foreign_denoiser(flux_setup, dataset, tmp_path):
+    model, ldm_path, bank_dir, _, _ = flux_setup
+    result = train_tail(model, FLUX, CONDITION, ldm_path=ldm_path, dataset_dir=dataset / "data", bank_dir=bank_dir,
+                        work_dir=tmp_path, log=lambda m, s: None, progress=False)
+    assert result.step == LOOP.total_steps and "flux_nmse" in result.val_metrics
+    path = tmp_path / "tail.pt"
+    save_tail(path, result.ema.ema_model, FLUX, ldm_path)
+    tail = load_tail(path, ldm_path, model)
+    changed = any(not torch.equal(a, b) for a, b in zip(tail.state_dict().values(), model.unet.state_dict().values()))
+    assert changed
+    foreign = tmp_path / "other_ldm.pt"
+    foreign.write_bytes(ldm_path.read_bytes() + b"\0")
+    with pytest.raises(UserError, match="another denoiser"):
+        load_tail(path, foreign, model)
+
+
+def test_tail_tuning_needs_the_train_midpoints(flux_setup, dataset, tmp_path):
+    model, ldm_path, _, _, _ = flux_setup
+    with pytest.raises(UserError, match="run build_bank"):
+        train_tail(model, FLUX, CONDITION, ldm_path=ldm_path, dataset_dir=dataset / "data", bank_dir=tmp_path / "none",
+                   work_dir=tmp_path, log=lambda m, s: None, progress=False)
+
+
+def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
+    model, ldm_path, bank_dir, _, _ = flux_setup
+    maps = select_maps(RadioMapDataset(dataset / "data", "test", CONDITION.encodings), EVALUATE)
+    assert len(set(maps.maps)) == 1 and len(maps.maps) == 4
+    kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None,
+                  frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()))
+    result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", progress=False)
+    table = result.table.set_index("method")
+    expected = {"ddpm_full", "ddim_1", "ddim_3", "flux_t30_tail1", "flux_t30_tail2", "flux_t10_tail1",
+                "control_t30_tail1", "flux_nearest_t10_tail1", "baseline"}
+    assert expected <= set(table.index)
+    assert table.loc["ddpm_full", "nmse_loss"] == 0 and table.loc["ddpm_full", "speedup_b1"] == pytest.approx(1)
+    assert table.loc["baseline", "nmse_ci95"] == 0  # deterministic: identical over seeds
+    assert np.isfinite(table[["nmse", "ssim", "ms_per_map_b1", "ms_per_map_batch"]].to_numpy()).all()
+    assert table.loc["flux_nearest_t10_tail1", "bank_nearest"] == len(FLUX.seeds) * 4  # never its own layout
+    assert result.consistency["t"].tolist() == [33, 16, 0, -1]  # the step each DDIM-4 step lands on
+    assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "simulator_ms_per_map_b1"} <= set(result.headline)
+    assert set(result.figures) == {"evaluate_tradeoff.png", "evaluate_consistency.png", "evaluate_samples.png"}
