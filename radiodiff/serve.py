@@ -1,0 +1,197 @@
+"""Serving radio maps with RadioDiff-Flux: one user query in, a gain map out.
+
+A query is a layout, a Tx and (optionally) cars at RadioMapSeer's 256 x 256 pixels of 1 m.
+`prepare_query` brings it to the model's resolution the way `prepare` built the training
+data (majority-downsampled masks, Tx pixel // factor). `FluxPredictor.predict` then takes
+each layout's stage-1 midpoint from the bank (exact scene, else the nearest similar layout),
+or computes it and stores it, and runs stage 2 for all queries of a seed in one batch.
+
+A user's layout has no RadioMapSeer map id, so its scene id is a stable hash of its bytes,
+negative so it never collides with a map id (0..700) in a bank built by `build_bank`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from radiodiff.bank import Midpoint, MidpointBank, layout_embedding
+from radiodiff.bank.embedding import GRID
+from radiodiff.config import SOURCE_MAP_SIZE, ConditionConfig, FluxConfig
+from radiodiff.data.conditions import encode_condition
+from radiodiff.data.layout import resolve_tx, validate_mask
+from radiodiff.data.resample import majority
+from radiodiff.errors import UserError
+from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode
+from radiodiff.generation import LatentDiffusion
+from radiodiff.models.unet import ConditionalUNet
+from radiodiff.stages.bank import bank_key, static_conditions
+from radiodiff.stages.ldm import load_ldm
+from radiodiff.stages.tail import load_tail
+
+EXTRA_SEED_BASE = 1000  # sample k >= len(flux.seeds) uses seed 1000 + k (never in a built bank)
+
+
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare by
+class Query:
+    """One request at the model's resolution: `buildings` and `cars` `[H, W]` bool, `tx` the
+    (row, col) pixel of the transmitter on a free pixel of `buildings`."""
+
+    buildings: np.ndarray
+    tx: tuple[int, int]
+    cars: np.ndarray
+
+
+def layout_scene_id(buildings: np.ndarray) -> int:
+    """A stable negative scene id for a layout `[H, W]` bool: -(first 7 bytes of the SHA-256 of
+    its packed bits + 1). 7 bytes keep `scene_noise`'s seed arithmetic inside int64."""
+    digest = hashlib.sha256(np.packbits(np.asarray(buildings, dtype=bool)).tobytes()).digest()
+    return -(int.from_bytes(digest[:7], "big") + 1)
+
+
+def sample_seed(seeds: Sequence[int], k: int) -> int:
+    """The stage-1 seed of sample k: the bank's seeds first, then 1000 + k."""
+    return int(seeds[k]) if k < len(seeds) else EXTRA_SEED_BASE + k
+
+
+def prepare_query(buildings_256: np.ndarray, tx_256: tuple[int, int], cars_256: np.ndarray | None,
+                  resolution: int) -> Query:
+    """A `Query` at `resolution` from masks `[256, 256]` (bool, 0/1 or 0/255) and a Tx pixel.
+
+    A Tx within 2 px of free space is snapped to it at 256 (`resolve_tx`); if its low-res
+    pixel is a (majority) building, it moves to the nearest free low-res pixel within 2 px.
+    Anything else (outside the map, deep inside a building, bad masks) is a `UserError`.
+    """
+    buildings = validate_mask(buildings_256, name="buildings", size=SOURCE_MAP_SIZE)
+    cars = np.zeros_like(buildings) if cars_256 is None else validate_mask(cars_256, name="cars",
+                                                                          size=SOURCE_MAP_SIZE)
+    row, col = resolve_tx(buildings, int(tx_256[0]), int(tx_256[1]))
+    factor = SOURCE_MAP_SIZE // resolution
+    low_buildings = majority(buildings, factor)
+    try:
+        low_tx = resolve_tx(low_buildings, row // factor, col // factor)
+    except UserError:
+        raise UserError(f"Tx ({tx_256[0]}, {tx_256[1]}) falls inside a building at the model's {resolution}x"
+                        f"{resolution} resolution ({factor} m pixels), with no free pixel within 2 px") from None
+    return Query(buildings=low_buildings, tx=low_tx, cars=majority(cars, factor))
+
+
+class FluxPredictor:
+    """The served RadioDiff-Flux sampler: denoiser, VAE, optional fine-tuned tail and bank.
+
+    Stage 1 (static condition, seeded noise -> `flux.t_mid`) runs only on bank misses, or
+    always without a bank; stage 2 runs the tail of `flux_plan` with the full condition.
+    """
+
+    def __init__(self, *, model: LatentDiffusion, condition: ConditionConfig, flux: FluxConfig, resolution: int,
+                 bank: MidpointBank | None = None, tail: ConditionalUNet | None = None) -> None:
+        factor = model.vae.downsample_factor
+        if SOURCE_MAP_SIZE % resolution or resolution % GRID or resolution % factor:
+            raise ValueError(f"resolution {resolution} must divide {SOURCE_MAP_SIZE} and be a multiple of "
+                             f"{GRID} (layout embedding) and {factor} (VAE)")
+        self.model, self.condition, self.flux = model, condition, flux
+        self.resolution = resolution
+        self.bank, self.tail = bank, tail
+        self.plan = flux_plan(model.schedule.num_steps, flux.t_mid, flux.prefix_steps, flux.tail_steps)
+
+    @classmethod
+    def from_files(cls, *, ldm_path: Path, vae_path: Path, flux: FluxConfig, resolution: int,
+                   tail_path: Path | None = None, bank_dir: Path | None = None) -> FluxPredictor:
+        """Load the model files once. The tail is used when `flux.use_tuned_tail` and
+        `tail_path` exists; `bank_dir` (created on the first miss) holds this model's midpoints."""
+        model, _, condition = load_ldm(Path(ldm_path), Path(vae_path))
+        use_tail = flux.use_tuned_tail and tail_path is not None and Path(tail_path).is_file()
+        tail = load_tail(Path(tail_path), Path(ldm_path), model) if use_tail else None
+        try:
+            bank = None if bank_dir is None else MidpointBank(bank_dir, bank_key(model, Path(ldm_path), flux,
+                                                                                  flux.t_mid))
+            return cls(model=model, condition=condition, flux=flux, resolution=resolution, bank=bank, tail=tail)
+        except ValueError as exc:  # params that do not fit this model (t_mid beyond T, resolution)
+            raise UserError(f"flux/prepare params do not fit {ldm_path}: {exc}") from None
+
+    def prepare_query(self, buildings_256: np.ndarray, tx_256: tuple[int, int],
+                      cars_256: np.ndarray | None = None) -> Query:
+        """`prepare_query` at this model's resolution."""
+        return prepare_query(buildings_256, tx_256, cars_256, self.resolution)
+
+    def predict(self, queries: Sequence[Query], *, samples: int = 1) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Gain maps of `queries`: (mean `[Q, H, W]` float32 in [0, 1], per-pixel std over the
+        samples `[Q, H, W]` when samples > 1 else None, bank stats).
+
+        Stats count one lookup per distinct layout and sample: `bank_hits` (exact scene),
+        `bank_nearest` (a similar stored layout), `bank_misses` (computed, then stored).
+        """
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        if not queries:
+            raise ValueError("predict needs at least one query")
+        ids, layouts, rows = self._layouts(queries)
+        stats = Counter({"bank_hits": 0, "bank_nearest": 0, "bank_misses": 0})
+        with torch.no_grad():
+            cond = torch.from_numpy(np.stack([self._condition(q) for q in queries]))
+            maps = [self._sample(ids, layouts, rows, cond, sample_seed(self.flux.seeds, k), stats)
+                    for k in range(samples)]
+        stacked = torch.stack(maps).numpy()  # [K, Q, H, W]
+        std = stacked.std(axis=0).astype(np.float32) if samples > 1 else None
+        return stacked.mean(axis=0).astype(np.float32), std, dict(stats)
+
+    def _layouts(self, queries: Sequence[Query]) -> tuple[list[int], np.ndarray, list[int]]:
+        """Distinct layouts of the queries: (scene ids `[L]`, buildings `[L, H, W]`, layout of each query)."""
+        ids: list[int] = []
+        layouts: list[np.ndarray] = []
+        rows = []
+        for query in queries:
+            if query.buildings.shape != (self.resolution, self.resolution):
+                raise ValueError(f"query layout {query.buildings.shape} is not {self.resolution}x{self.resolution}")
+            scene = layout_scene_id(query.buildings)
+            if scene not in ids:
+                ids.append(scene)
+                layouts.append(np.asarray(query.buildings, dtype=bool))
+            rows.append(ids.index(scene))
+        return ids, np.stack(layouts), rows
+
+    def _condition(self, query: Query) -> np.ndarray:
+        return encode_condition(query.buildings, query.cars, query.tx[0], query.tx[1], self.condition.encodings)
+
+    def _sample(self, ids: list[int], layouts: np.ndarray, rows: list[int], cond: torch.Tensor, seed: int,
+                stats: Counter) -> torch.Tensor:
+        """Gain `[Q, H, W]` of one sample: midpoints of the layouts, then one batched stage 2."""
+        midpoints = self._midpoints(ids, layouts, seed, stats)[rows]
+        denoise_fn = None if self.tail is None else (lambda x, t: self.tail(x, t, cond))
+        return stage2_decode(self.model, midpoints, cond, self.plan, denoise_fn=denoise_fn)[:, 0]
+
+    def _midpoints(self, ids: list[int], layouts: np.ndarray, seed: int, stats: Counter) -> torch.Tensor:
+        """Stage-1 midpoints `[L, 3, h, w]` of the layouts for `seed`: from the bank where it
+        has them (exact scene first, then nearest), computed for the rest and stored."""
+        found: list[np.ndarray | None] = [None] * len(ids)
+        if self.bank is not None:
+            for i, scene in enumerate(ids):
+                found[i] = self.bank.get(scene, seed=seed)
+                if found[i] is not None:
+                    stats["bank_hits"] += 1
+                    continue
+                near = self.bank.nearest(layout_embedding(layouts[i]), self.flux.nearest_max_distance, seed=seed)
+                if near is not None:
+                    found[i] = near[2]
+                    stats["bank_nearest"] += 1
+        missing = [i for i, latent in enumerate(found) if latent is None]
+        if missing:
+            computed = self._stage1([ids[i] for i in missing], layouts[missing], seed)
+            for i, latent in zip(missing, computed):
+                found[i] = latent.numpy()
+            if self.bank is not None:
+                stats["bank_misses"] += len(missing)
+                self.bank.put([Midpoint(ids[i], found[i], layout_embedding(layouts[i]), seed=seed) for i in missing])
+        return torch.stack([torch.from_numpy(np.asarray(latent, dtype=np.float32)) for latent in found])
+
+    def _stage1(self, ids: list[int], layouts: np.ndarray, seed: int) -> torch.Tensor:
+        """Static midpoints `[L, 3, h, w]`, from the same per-scene noise `build_bank` uses."""
+        cond = static_conditions(layouts, self.condition.channels)
+        x_start = scene_noise(self.model.latent_shape(cond)[1:], ids, seed)
+        return stage1_midpoint(self.model, cond, self.plan, x_start)

@@ -1,0 +1,245 @@
+"""Serving with RadioDiff-Flux: query preparation, bank reuse, sampling, the tail and `radiodiff predict`.
+
+The models are untrained toy networks whose weights are randomised (the denoiser's zero-initialised
+output head would otherwise make every map the same), saved the way the pipeline saves them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from radiodiff.bank import MidpointBank
+from radiodiff.cli import main
+from radiodiff.config import (
+    ConditionConfig,
+    DiffusionConfig,
+    FluxConfig,
+    LDMConfig,
+    UNetConfig,
+    VAEConfig,
+)
+from radiodiff.diffusion.schedule import make_schedule
+from radiodiff.errors import UserError
+from radiodiff.generation import LatentDiffusion
+from radiodiff.serve import FluxPredictor, layout_scene_id, prepare_query
+from radiodiff.stages.bank import bank_key
+from radiodiff.stages.ldm import LDMResult, build_unet, save_ldm
+from radiodiff.stages.tail import save_tail
+from radiodiff.stages.vae import VAEResult, build_vae, save_vae
+
+RES = 32  # model resolution: 8 m pixels, latent 3 x 8 x 8
+FACTOR = 256 // RES
+FLUX = FluxConfig(t_mids=(30,), t_mid=30, prefix_steps=2, tail_steps=2, seeds=(0, 1), use_tuned_tail=True)
+VAE_CFG = VAEConfig(base_channels=4, channel_mults=(1, 2, 4))
+LDM_CFG = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
+                    diffusion=DiffusionConfig(num_steps=50), sample_steps=2)
+CONDITION = ConditionConfig()
+TX = (20, 20)  # a free pixel of LAYOUT, far from its changed block
+
+
+def _jitter(module: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=generator))
+
+
+def _layout() -> np.ndarray:
+    """A 256 x 256 layout: four 64 m buildings on a grid of streets."""
+    buildings = np.zeros((256, 256), dtype=bool)
+    for r0 in (48, 144):
+        for c0 in (48, 144):
+            buildings[r0:r0 + 64, c0:c0 + 64] = True
+    return buildings
+
+
+LAYOUT = _layout()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A models folder with toy vae.pt and ldm.pt, and a params file pointing at them."""
+    root = tmp_path_factory.mktemp("predict")
+    torch.manual_seed(0)
+    vae = build_vae(VAE_CFG).eval()
+    save_vae(root / "models" / "vae.pt", VAEResult(vae, 1.0, {}, None), VAE_CFG)
+    unet = build_unet(LDM_CFG, CONDITION.channels, vae.latent_channels).eval()
+    _jitter(unet, seed=1)
+    model = LatentDiffusion(unet, vae, make_schedule(LDM_CFG.diffusion.schedule, 50), LDM_CFG.diffusion.prediction, 1.0)
+    save_ldm(root / "models" / "ldm.pt", LDMResult(model, {}, None), LDM_CFG, CONDITION, root / "models" / "vae.pt")
+    params = {"prepare": {"resolution": RES},
+              "flux": {"t_mids": [30], "t_mid": 30, "prefix_steps": 2, "tail_steps": 2, "seeds": [0, 1]}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def _predictor(models, **kwargs) -> FluxPredictor:
+    kwargs.setdefault("flux", FLUX)
+    return FluxPredictor.from_files(ldm_path=models / "models" / "ldm.pt", vae_path=models / "models" / "vae.pt",
+                                    resolution=RES, **kwargs)
+
+
+def test_prepare_query_downsamples_like_prepare_and_snaps_the_tx():
+    query = prepare_query(LAYOUT, TX, None, RES)
+    assert query.buildings.shape == (RES, RES) and query.buildings[8, 8] and not query.buildings[0, 0]
+    assert query.tx == (TX[0] // FACTOR, TX[1] // FACTOR) and not query.cars.any()
+    # (47, 60) is free at 1 m but its 8 m block (5, 7) lies mostly in a building: snapped next door.
+    edge = np.zeros((256, 256), dtype=bool)
+    edge[41:, 48:] = True
+    snapped = prepare_query(edge, (40, 60), None, RES)
+    assert snapped.tx == (4, 7) and not snapped.buildings[snapped.tx]
+
+
+@pytest.mark.parametrize("tx, match", [((300, 10), "outside"), ((80, 80), "inside a building")])
+def test_prepare_query_rejects_bad_tx(tx, match):
+    with pytest.raises(UserError, match=match):
+        prepare_query(LAYOUT, tx, None, RES)
+
+
+def test_prepare_query_rejects_a_tx_deep_in_a_low_res_building():
+    # A 1 m hole in a big building: free at 256, but 5 blocks from free space at 32.
+    buildings = LAYOUT.copy()
+    buildings[48:112, 48:112] = True
+    buildings[80, 80] = False
+    with pytest.raises(UserError, match="at the model's 32x32 resolution"):
+        prepare_query(buildings, (80, 80), None, RES)
+
+
+def test_predict_shape_range_and_same_seed_across_predictors(models):
+    query = prepare_query(LAYOUT, TX, None, RES)
+    gain, std, stats = _predictor(models).predict([query])
+    again, _, _ = _predictor(models).predict([query])
+    assert gain.shape == (1, RES, RES) and gain.dtype == np.float32 and std is None
+    assert 0.0 <= gain.min() and gain.max() <= 1.0 and gain.std() > 0
+    assert np.all(gain[0][query.buildings] == 0)
+    assert np.array_equal(gain, again)
+    assert stats == {"bank_hits": 0, "bank_nearest": 0, "bank_misses": 0}
+
+
+def test_batched_queries_match_single_queries(models):
+    other = LAYOUT.copy()
+    other[200:256, 0:40] = True
+    queries = [prepare_query(LAYOUT, TX, None, RES), prepare_query(LAYOUT, (130, 20), None, RES),
+               prepare_query(other, TX, None, RES)]
+    predictor = _predictor(models)
+    batch, _, _ = predictor.predict(queries)
+    for i, query in enumerate(queries):
+        single, _, _ = predictor.predict([query])
+        np.testing.assert_allclose(batch[i], single[0], atol=1e-5)
+    assert not np.allclose(batch[0], batch[1])  # the Tx reaches the map
+
+
+def test_bank_miss_inserts_then_hits_then_serves_a_similar_layout(models, tmp_path):
+    predictor = _predictor(models, bank_dir=tmp_path / "bank")
+    query = prepare_query(LAYOUT, TX, None, RES)
+    first, _, stats = predictor.predict([query])
+    assert stats == {"bank_hits": 0, "bank_nearest": 0, "bank_misses": 1} and len(predictor.bank) == 1
+    second, _, stats = predictor.predict([query])
+    assert stats == {"bank_hits": 1, "bank_nearest": 0, "bank_misses": 0}
+    assert np.array_equal(first, second)
+    assert np.array_equal(first, _predictor(models).predict([query])[0])  # the bank changes nothing
+    changed = LAYOUT.copy()
+    changed[200:208, 0:8] = True  # one 8 m block more: a new scene id, a close embedding
+    near_query = prepare_query(changed, TX, None, RES)
+    assert layout_scene_id(near_query.buildings) != layout_scene_id(query.buildings)
+    near, _, stats = predictor.predict([near_query])
+    assert stats == {"bank_hits": 0, "bank_nearest": 1, "bank_misses": 0} and len(predictor.bank) == 1
+    assert not np.array_equal(near, first)
+
+
+def test_bank_is_keyed_on_the_served_model_and_t_mid(models, tmp_path):
+    predictor = _predictor(models, bank_dir=tmp_path / "bank")
+    predictor.predict([prepare_query(LAYOUT, TX, None, RES)], samples=2)
+    expected = bank_key(predictor.model, models / "models" / "ldm.pt", FLUX, FLUX.t_mid)
+    stored = MidpointBank(tmp_path / "bank", expected)
+    scene = layout_scene_id(prepare_query(LAYOUT, TX, None, RES).buildings)
+    assert len(stored) == 2 and stored.has(scene, seed=0) and stored.has(scene, seed=1)
+
+
+def test_several_samples_give_a_spread(models):
+    query = prepare_query(LAYOUT, TX, None, RES)
+    predictor = _predictor(models)
+    gain, std, _ = predictor.predict([query], samples=3)
+    assert std is not None and std.shape == (1, RES, RES) and std.min() >= 0 and std.max() > 0
+    first, _, _ = predictor.predict([query], samples=1)
+    assert not np.allclose(gain, first)  # the mean includes seeds 1 and 1002
+
+
+def test_tuned_tail_is_used_when_present_and_wanted(models, tmp_path):
+    query = prepare_query(LAYOUT, TX, None, RES)
+    plain = _predictor(models)
+    tail = copy.deepcopy(plain.model.unet)
+    _jitter(tail, seed=7)
+    tail_path = tmp_path / "flux_tail.pt"
+    save_tail(tail_path, tail, FLUX, models / "models" / "ldm.pt")
+    base, _, _ = plain.predict([query])
+    tuned, _, _ = _predictor(models, tail_path=tail_path).predict([query])
+    assert not np.allclose(tuned, base)
+    unwanted = dataclasses.replace(FLUX, use_tuned_tail=False)
+    assert np.array_equal(_predictor(models, tail_path=tail_path, flux=unwanted).predict([query])[0], base)
+    assert np.array_equal(_predictor(models, tail_path=tmp_path / "absent.pt").predict([query])[0], base)
+
+
+def _png(path, mask: np.ndarray) -> str:
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    return str(path)
+
+
+def _cli(models, tmp_path, *extra: str) -> list[str]:
+    return ["predict", "--buildings", _png(tmp_path / "buildings.png", LAYOUT), "--tx", "20", "20",
+            "--models", str(models / "models"), "--params", str(models / "params.yaml"), *extra]
+
+
+def test_cli_writes_maps_and_reports_the_bank(models, tmp_path, capsys):
+    out, spread = tmp_path / "gain.png", tmp_path / "std.png"
+    args = _cli(models, tmp_path, "--out", str(out), "--bank", str(tmp_path / "bank"))
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert re.fullmatch(rf"wrote {re.escape(str(out))} \(32x32, 1 sample, bank: miss, \d+ ms\)", line)
+    image = np.asarray(Image.open(out))
+    assert image.shape == (RES, RES) and image.dtype == np.uint8 and image.max() > 0
+    assert main(args) == 0 and "bank: hit" in capsys.readouterr().out
+    cars = np.zeros((256, 256), dtype=bool)
+    cars[16:24, 100:140] = True
+    assert main(_cli(models, tmp_path, "--out", str(out), "--cars", _png(tmp_path / "cars.png", cars),
+                     "--samples", "3", "--uncertainty", str(spread))) == 0
+    assert "3 samples, bank: none" in capsys.readouterr().out
+    assert np.asarray(Image.open(spread)).shape == (RES, RES)
+
+
+def _gray_png(path) -> str:
+    Image.fromarray(np.full((256, 256), 128, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("change", [
+    lambda args, tmp: args[:4] + ["80", "80"] + args[6:],  # Tx in a building
+    lambda args, tmp: args[:4] + ["256", "3"] + args[6:],  # Tx out of range
+    lambda args, tmp: args[:1] + ["--buildings", _gray_png(tmp / "gray.png")] + args[3:],  # not binary
+    lambda args, tmp: args + ["--models", str(tmp / "nowhere")],
+    lambda args, tmp: args + ["--samples", "0"],
+    lambda args, tmp: args + ["--out", str(tmp / "missing" / "gain.png")],
+    lambda args, tmp: args + ["--out", str(tmp / "gain.jpg")],
+    lambda args, tmp: args + ["--params", str(tmp / "absent.yaml")],
+], ids=["tx-in-building", "tx-out-of-range", "non-binary-png", "missing-models", "zero-samples",
+        "missing-folder", "not-png", "missing-params"])
+def test_cli_bad_inputs_fail_with_one_line_and_no_file(models, tmp_path, capsys, change):
+    out = tmp_path / "gain.png"
+    args = change(_cli(models, tmp_path, "--out", str(out)), tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not out.exists() and not list(tmp_path.rglob("*gain*"))
+
+
+def test_params_that_do_not_fit_the_model_are_a_user_error(models):
+    with pytest.raises(UserError, match="do not fit"):
+        _predictor(models, flux=FluxConfig())  # t_mid 800 of a 50-step model
