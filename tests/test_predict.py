@@ -226,10 +226,11 @@ def _gray_png(path) -> str:
     lambda args, tmp: args[:1] + ["--buildings", _gray_png(tmp / "gray.png")] + args[3:],  # not binary
     lambda args, tmp: args + ["--models", str(tmp / "nowhere")],
     lambda args, tmp: args + ["--samples", "0"],
+    lambda args, tmp: args + ["--threads", "0"],
     lambda args, tmp: args + ["--out", str(tmp / "missing" / "gain.png")],
     lambda args, tmp: args + ["--out", str(tmp / "gain.jpg")],
     lambda args, tmp: args + ["--params", str(tmp / "absent.yaml")],
-], ids=["tx-in-building", "tx-out-of-range", "non-binary-png", "missing-models", "zero-samples",
+], ids=["tx-in-building", "tx-out-of-range", "non-binary-png", "missing-models", "zero-samples", "zero-threads",
         "missing-folder", "not-png", "missing-params"])
 def test_cli_bad_inputs_fail_with_one_line_and_no_file(models, tmp_path, capsys, change):
     out = tmp_path / "gain.png"

@@ -2,7 +2,7 @@
 
     radiodiff predict --buildings FILE.png --tx ROW COL --out FILE.png [--cars FILE.png]
                       [--bank PATH] [--samples K] [--uncertainty FILE.png]
-                      [--models DIR] [--params FILE]
+                      [--models DIR] [--params FILE] [--threads N]
 
 Inputs are RadioMapSeer-style masks (256 x 256 binary PNG, 255 = building or car) and the Tx
 pixel on them. The output is an 8-bit gray PNG at the model's resolution (gray = 255 * gain).
@@ -46,6 +46,9 @@ def add_parser(subparsers) -> None:
                         help="folder of ldm.pt, vae.pt and flux_tail.pt (default: models)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                         help="params file (default: params.yaml)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch threads (default 1: a one-map query gains little from more, and on a "
+                             "busy machine two threads stall each other)")
     parser.set_defaults(func=run)
 
 
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from radiodiff.serve import FluxPredictor, prepare_query
 
     _check_options(args)
+    import torch
+
+    torch.set_num_threads(args.threads)  # an entry point: the library never sets thread counts
     params = load_params(args.params)
     buildings = read_mask_png(args.buildings)
     cars = None if args.cars is None else read_mask_png(args.cars)
@@ -83,6 +89,8 @@ def _check_options(args: argparse.Namespace) -> None:
     """Reject flag mistakes before reading any file."""
     if args.samples < 1:
         raise UserError(f"--samples must be >= 1, got {args.samples}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.uncertainty is not None and args.samples < 2:
         raise UserError("--uncertainty needs --samples K with K > 1 (the spread of K samples)")
     for flag, path in (("--out", args.out), ("--uncertainty", args.uncertainty)):
