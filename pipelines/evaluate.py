@@ -63,8 +63,20 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
         _write_plots(result)
         for name in ("evaluate_tradeoff.csv", "evaluate_consistency.csv", "evaluate_table.json"):
             run.log_artifact(PLOTS_DIR / name, folder="evaluate")
-        write_metrics("evaluate", {"headline": result.headline, "methods": per_method})
+        # The headline is the DVC metric (compact in `dvc metrics show` / `dvc exp show`); the
+        # per-method table is plot data (plots/evaluate_table.json) and printed below.
+        write_metrics("evaluate", result.headline)
+    print(_table_text(result.table))
     return result.headline
+
+
+def _table_text(table) -> str:
+    """The evaluate table as text: what a person reads first after `dvc repro`."""
+    shown = table.assign(nmse=[f"{m:.4f} +- {c:.4f}" for m, c in zip(table["nmse"], table["nmse_ci95"])])
+    columns = ["method", "nmse", "ssim", "tx_response", "nmse_loss", "ssim_loss", "ms_per_map_b1", "speedup_b1",
+               "speedup_batch"]
+    return "evaluate (mean +- 95% CI over seeds; losses vs ddpm_full, negative = better):\n" + \
+        shown[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,7 +189,7 @@ class FluxConfig:
     """
 
     t_mids: tuple[int, ...] = (800, 600, 400, 200)
-    t_mid: int = 800
+    t_mid: int = 600
     prefix_steps: int = 5  # DDIM calls of stage 1, T-1 -> t_mid (offline, so not the bottleneck)
     tail_steps: int = 1  # DDIM calls of stage 2, t_mid -> clean (paid per query)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -197,7 +197,7 @@ class FluxConfig:
     nearest_max_distance: float = 0.15  # RMS building-occupancy difference of the 8x8 embedding
     batch_size: int = 64
     workers: int = 2
-    use_tuned_tail: bool = False  # serve with the fine-tuned tail (evaluate measures both)
+    use_tuned_tail: bool = True  # serve with the fine-tuned tail (evaluate measures both)
     tail_tune: TailTuneConfig = field(default_factory=TailTuneConfig)
 
     def __post_init__(self) -> None:

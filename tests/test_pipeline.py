@@ -53,8 +53,10 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
         assert metrics, stage
     assert "test_tx_response" in json.loads((tmp_path / "metrics" / "train_ldm.json").read_text())
     evaluated = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse"} <= set(evaluated["headline"])
-    assert {"ddpm_full", "ddim_1", "flux_t30_tail1", "flux_tuned_t10_tail1", "baseline"} <= set(evaluated["methods"])
+    assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "ddim_same_calls_nmse"} <= set(evaluated)
+    methods = {row["method"] for row in json.loads((tmp_path / "plots" / "evaluate_table.json").read_text())}
+    assert {"ddpm_full", "ddim_1", "flux_t30_tail1", "flux_tuned_t10_tail1", "baseline"} <= methods
+    assert "speedup_b1" in first.stdout  # the table printed at the end of the stage
     assert json.loads((tmp_path / "metrics" / "build_bank.json").read_text())["entries"] == 4 * 2 * 2  # train + test layouts x t_mids x seeds
     verify = subprocess.run([str(Path(sys.executable).parent / "radiodiff"), "bank", "verify", str(tmp_path / "bank")],
                             capture_output=True, text=True)
