@@ -32,3 +32,16 @@ def test_paper_profile_builds_and_runs_one_forward():
         assert unet(latent, torch.tensor([999]), cond).shape == (1, 3, 64, 64)
         assert vae.decode(latent).shape == (1, 1, side, side)
         assert baseline(cond).shape == (1, 1, side, side)
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/paper.yaml"])
+def test_every_profile_has_every_section_dvc_tracks(profile):
+    # DVC fails a stage whose listed params section is missing from params.yaml, so a profile
+    # copied over params.yaml must carry every section dvc.yaml names.
+    import yaml
+
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    tracked = {section for stage in stages.values() for section in stage.get("params", [])}
+    raw = yaml.safe_load((REPO_ROOT / profile).read_text())
+    assert tracked <= set(raw), sorted(tracked - set(raw))
+    load_params(REPO_ROOT / profile)
