@@ -129,6 +129,7 @@ class UNetConfig:
     window_size: int = 4
     fft_filter: bool = False  # RadioDiff's learnable frequency-domain filter in the bottleneck
     dropout: float = 0.0
+    two_heads: bool = False  # output [C | noise] raw heads, for the decoupled (kc) objective
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,10 @@ class LDMConfig:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if not 1 <= self.sample_steps <= self.diffusion.num_steps:
             raise ValueError(f"sample_steps must be in 1..{self.diffusion.num_steps}")
+        if self.diffusion.prediction.continuous:
+            # The decoupled objective's loss and sampler exist (diffusion/decoupled.py) but
+            # train_ldm, generate and Flux do not drive them yet: refuse rather than mistrain.
+            raise ValueError("prediction 'kc' (decoupled diffusion) is not wired into train_ldm yet")
 
 
 @dataclass(frozen=True)

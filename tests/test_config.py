@@ -84,3 +84,10 @@ def test_every_dvc_params_key_exists_in_its_dataclass():
             assert section in sections, f"stage {name}: unknown params section {section}"
             section_cls = type(sections[section]())
             assert not rest or _keys_exist(section_cls, rest), f"stage {name}: {key} not in {section_cls.__name__}"
+
+
+def test_the_unwired_decoupled_objective_is_refused_at_load(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("ldm:\n  diffusion: {prediction: kc}\n")
+    with pytest.raises(UserError, match="not wired"):
+        load_params(path)

@@ -1,7 +1,9 @@
-"""What the network predicts (eps, v or x0) and the conversions between the three.
+"""What the network predicts (eps, v, x0 or KC) and the conversions between eps, v and x0.
 
 Symbols: x_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps with ab = alpha_bar_t = alphas_cumprod[t];
-v = sqrt(ab) * eps - sqrt(1 - ab) * x0 (Salimans & Ho's velocity).
+v = sqrt(ab) * eps - sqrt(1 - ab) * x0 (Salimans & Ho's velocity). KC is RadioDiff's decoupled
+objective on continuous time (`radiodiff.diffusion.decoupled`); the discrete-schedule
+conversions here refuse it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,20 @@ class Prediction(enum.Enum):
     EPS = "eps"
     V = "v"
     X0 = "x0"
+    KC = "kc"  # decoupled diffusion: two heads, C (= -x0) and the noise, on t in (0, 1]
+
+    @property
+    def continuous(self) -> bool:
+        """True for an objective on continuous time t in (0, 1], which no NoiseSchedule describes."""
+        return self is Prediction.KC
+
+
+def _require_discrete(prediction: Prediction) -> None:
+    if prediction.continuous:
+        raise ValueError(
+            f"prediction {prediction.value!r} is a continuous-time objective with no discrete-schedule "
+            "target; use radiodiff.diffusion.decoupled"
+        )
 
 
 def _signal_noise(t: int | torch.Tensor, schedule: NoiseSchedule, like: torch.Tensor):
@@ -35,7 +51,11 @@ def prediction_target(
     schedule: NoiseSchedule,
     prediction: Prediction,
 ) -> torch.Tensor:
-    """What a perfect network outputs for clean x0 [B, ...], noise eps and timesteps t [B]."""
+    """What a perfect network outputs for clean x0 [B, ...], noise eps and timesteps t [B].
+
+    Raises ValueError for a continuous-time prediction (KC).
+    """
+    _require_discrete(prediction)
     if prediction is Prediction.EPS:
         return noise
     if prediction is Prediction.X0:
@@ -54,8 +74,10 @@ def split_prediction(
     """Turn a model output [B, ...] at x_t, t into (pred_x0, pred_eps), both in x_t's dtype.
 
     Exact inverses of q_sample and `prediction_target`; note that recovering x0 from eps
-    divides by sqrt(ab), which is small at the noisiest steps.
+    divides by sqrt(ab), which is small at the noisiest steps. Raises ValueError for a
+    continuous-time prediction (KC).
     """
+    _require_discrete(prediction)
     out = model_output.to(x_t.dtype)
     signal, sigma = _signal_noise(t, schedule, x_t)
     if prediction is Prediction.EPS:

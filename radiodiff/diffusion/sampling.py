@@ -8,7 +8,7 @@ sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -139,11 +139,14 @@ def sample_loop(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Like `sample_loop_progressive` but returns only the last prev_sample (x_start if no step)."""
+    return last_sample(sample_loop_progressive(denoise_fn, x_start, timesteps, step_fn, start_index=start_index,
+                                               stop_index=stop_index, generator=generator), x_start)
+
+
+def last_sample(outputs: Iterable[StepOutput], x_start: torch.Tensor) -> torch.Tensor:
+    """The prev_sample of the last of a loop's `outputs`, or `x_start` if it ran no step."""
     x = x_start
-    for output in sample_loop_progressive(
-        denoise_fn, x_start, timesteps, step_fn,
-        start_index=start_index, stop_index=stop_index, generator=generator,
-    ):
+    for output in outputs:
         x = output.prev_sample
     return x
 

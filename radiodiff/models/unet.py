@@ -1,4 +1,4 @@
-"""The conditional latent UNet: predicts eps / v / x0 for a noisy latent, a timestep and a condition."""
+"""The conditional latent UNet: predicts eps / v / x0 (or two heads) for a noisy latent, a time and a condition."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ class ConditionalUNet(nn.Module):
     concatenated with x_t at the input, and every ResBlock of level i (encoder, decoder,
     bottleneck) adds a projection of the level-i map, so the Tx position reaches every
     scale including the finest. Level i has base_channels * channel_mults[i] channels
-    (condition: cond_base_channels * channel_mults[i]). t is in training steps (int or
-    float). The output conv starts at zero, so an untrained model predicts 0.
+    (condition: cond_base_channels * channel_mults[i]). The output conv starts at zero, so an
+    untrained model predicts 0.
+
+    t is in training steps (int or float) and embedded as t * time_scale: a continuous-time
+    objective on t in (0, 1] sets time_scale (e.g. 1000) so that its times span the same
+    sinusoid frequencies as discrete steps. two_heads doubles the output to
+    [F1 | F2] = [B, 2 * latent_channels, h, w], the raw C and noise heads of the decoupled
+    objective (`radiodiff.diffusion.decoupled.precondition`); both heads share the trunk.
     """
 
     def __init__(
@@ -40,14 +46,22 @@ class ConditionalUNet(nn.Module):
         time_embed_dim: int | None = None,
         cond_downsample: int = 4,
         dropout: float = 0.0,
+        two_heads: bool = False,
+        time_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if two_heads and out_channels not in (None, 2 * latent_channels):
+            raise ValueError(f"two_heads outputs {2 * latent_channels} channels, not out_channels={out_channels}")
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
         channels = tuple(base_channels * m for m in channel_mults)
         cond_dims = tuple(cond_base_channels * m for m in channel_mults)
         time_dim = time_embed_dim or 4 * base_channels
         self.latent_channels = latent_channels
         self.cond_downsample = cond_downsample
-        self.out_channels = out_channels or latent_channels
+        self.out_channels = 2 * latent_channels if two_heads else out_channels or latent_channels
+        self.two_heads = two_heads
+        self.time_scale = time_scale
         self.time_embed = TimeEmbedding(sinusoid_dim=base_channels, out_dim=time_dim)
         self.cond_encoder = ConditionEncoder(
             in_channels=cond_channels,
@@ -76,6 +90,12 @@ class ConditionalUNet(nn.Module):
                 f"expected batch {x_t.shape[0]} and spatial size {expected}"
             )
         features = self.cond_encoder(cond)
-        time_emb = self.time_embed(t, x_t.shape[0])
+        time_emb = self.time_embed(self._scaled_time(t), x_t.shape[0])
         h = self.input_conv(torch.cat([x_t, features[0]], dim=1))
         return self.output(self.core(h, time_emb, features))
+
+    def _scaled_time(self, t: torch.Tensor | int | float) -> torch.Tensor | int | float:
+        # Scale 1 passes t through untouched, so discrete-step models stay bit-identical.
+        if self.time_scale == 1.0:
+            return t
+        return torch.as_tensor(t, dtype=torch.float32) * self.time_scale

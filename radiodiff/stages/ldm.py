@@ -36,7 +36,7 @@ def build_unet(cfg: LDMConfig, cond_channels: int, latent_channels: int = 3) -> 
                            base_channels=unet.base_channels, channel_mults=unet.channel_mults,
                            num_res_blocks=unet.num_res_blocks, cond_base_channels=unet.cond_base_channels,
                            attention=unet.attention, window_size=unet.window_size, fft_filter=unet.fft_filter,
-                           dropout=unet.dropout)
+                           dropout=unet.dropout, two_heads=unet.two_heads)
 
 
 class LatentDataset(torch.utils.data.Dataset):

@@ -1,0 +1,265 @@
+"""RadioDiff's decoupled diffusion ("const SDE" with the KC objective) as pure functions.
+
+Forward process on continuous time t in [0, 1], t = 0 the data and t = 1 pure noise:
+    x_t = x0 + C t + sqrt(t) n,   C = -x0,   n ~ N(0, I),
+i.e. x_t = (1 - t) x0 + W_t with W a standard Brownian motion (W_t = sqrt(t) n): the data
+decays linearly to 0 while the noise variance grows linearly to 1. The network has two heads,
+C and n; the clean estimate is x0_hat = x_t - C t - sqrt(t) n.
+
+Reverse step t -> t' < t (s = t - t' in RadioDiff's notation). Given x0 and W_t, W_{t'} is a
+Brownian bridge, W_{t'} ~ N(t'/t W_t, t'(t - t')/t), so the exact posterior is
+    x_{t'} = (1 - t') x0 + (t' / sqrt(t)) n + sqrt(t'(t - t')/t) z,
+which for C = -x0 equals the issue's x_t - C s - (s / sqrt(t)) n + sqrt(s t'/t) z. The step
+below plugs x0_hat in for x0, so the raw C head enters only through x0_hat (RadioDiff's sampler
+also resets C to -x0_hat before stepping); it lands on x0_hat when t' = 0 whatever the
+network, and on x0 exactly for a perfect network. eta in [0, 1] scales the bridge noise: eta = 1 is the
+posterior above, eta = 0 the deterministic (DDIM-like) step x_{t'} = (1 - t') x0_hat + sqrt(t') n.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from radiodiff.diffusion.sampling import StepOutput, last_sample
+from radiodiff.diffusion.schedule import as_coefficient
+
+T_MIN = 1e-4  # smallest training time (RadioDiff's eps); keeps n's weight 1/sqrt(t) finite
+TIME_EMBEDDING_SCALE = 1000.0  # t in (0, 1] times this spans the same range as discrete steps
+
+Heads = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+DecoupledDenoiseFn = Callable[[torch.Tensor, torch.Tensor], Heads]
+
+
+class Preconditioning(enum.Enum):
+    """How the raw heads F = [F1 | F2] become (C, n): C = a_C x_t + b_C F1, n = a_n x_t + b_n F2.
+
+    MMSE (default): a is the best linear estimate of the target from x_t for unit-variance
+    data (Var x_t = 1 - t + t^2), b the standard deviation of what remains, so a zero network
+    predicts the linear MMSE answer, both heads agree on x0, and F's target has unit variance
+    at every t (EDM's rule). RADIODIFF: RadioDiff's published coefficients, kept to reproduce
+    it; its C skip (1 - t) x_t has the wrong sign (a zero network predicts C = +x0 as t -> 0)
+    and with b_C = t / sqrt(t^2 + 1) the net must output about -2 x0 / t at small t.
+    """
+
+    MMSE = "mmse"
+    RADIODIFF = "radiodiff"
+
+
+@dataclass(frozen=True)
+class HeadCoefficients:
+    """Float64 skip (a) and output (b) coefficients of both heads, shaped like the times given."""
+
+    skip_c: np.ndarray
+    out_c: np.ndarray
+    skip_noise: np.ndarray
+    out_noise: np.ndarray
+
+
+def _times(t: float | torch.Tensor) -> np.ndarray:
+    """Times as float64 numpy (scalar or [B]), checked to lie in [0, 1]."""
+    values = np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float64)
+    if np.any(values < 0.0) or np.any(values > 1.0) or np.any(np.isnan(values)):
+        raise ValueError(f"times must lie in [0, 1], got {values}")
+    return values
+
+
+def head_coefficients(t: float | torch.Tensor, kind: Preconditioning = Preconditioning.MMSE) -> HeadCoefficients:
+    """The preconditioning coefficients at times t (float or [B]); see `Preconditioning`."""
+    t = _times(t)
+    if kind is Preconditioning.RADIODIFF:
+        norm = np.sqrt(t**2 + 1.0)
+        return HeadCoefficients(skip_c=1.0 - t, out_c=t / norm,
+                                skip_noise=np.sqrt(t), out_noise=np.sqrt(1.0 - t) / norm)
+    var = 1.0 - t + t**2  # Var(x_t) = (1 - t)^2 + t for unit-variance x0
+    return HeadCoefficients(skip_c=-(1.0 - t) / var, out_c=np.sqrt(t / var),
+                            skip_noise=np.sqrt(t) / var, out_noise=(1.0 - t) / np.sqrt(var))
+
+
+def _split_heads(raw: Heads, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(raw, (tuple, list)):
+        first, second = raw
+    else:
+        channels = x_t.shape[1]
+        if raw.ndim != x_t.ndim or raw.shape[1] != 2 * channels:
+            raise ValueError(f"two-head output {tuple(raw.shape)} must have 2 x {channels} channels like x_t")
+        first, second = raw[:, :channels], raw[:, channels:]
+    if first.shape != x_t.shape or second.shape != x_t.shape:
+        raise ValueError(f"heads {tuple(first.shape)}, {tuple(second.shape)} must match x_t {tuple(x_t.shape)}")
+    return first.to(x_t.dtype), second.to(x_t.dtype)
+
+
+def precondition(raw: Heads, x_t: torch.Tensor, t: float | torch.Tensor,
+                 kind: Preconditioning = Preconditioning.MMSE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw network output -> (C_pred, noise_pred), both shaped and typed like x_t [B, c, h, w].
+
+    raw is [B, 2c, h, w] = [F1 | F2] or the pair (F1, F2); t is a float or [B] in [0, 1].
+    Affine in raw, so classifier-free guidance may combine raw outputs.
+    """
+    f_c, f_noise = _split_heads(raw, x_t)
+    co = head_coefficients(t, kind)
+    c_pred = as_coefficient(co.skip_c, x_t) * x_t + as_coefficient(co.out_c, x_t) * f_c
+    noise_pred = as_coefficient(co.skip_noise, x_t) * x_t + as_coefficient(co.out_noise, x_t) * f_noise
+    return c_pred, noise_pred
+
+
+def q_sample_decoupled(x0: torch.Tensor, t: float | torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = x0 + C t + sqrt(t) noise with C = -x0, for x0, noise [B, ...] and t a float or [B].
+
+    Exact at the ends: t = 1 returns the noise, t = 0 the data.
+    """
+    t = _times(t)
+    return as_coefficient(1.0 - t, x0) * x0 + as_coefficient(np.sqrt(t), x0) * noise
+
+
+def sample_times(batch_size: int, *, generator: torch.Generator, eps: float = T_MIN,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Training times [batch_size] float32, uniform on [eps, 1] (float32 may round up to 1);
+    generator on `device`."""
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be in [0, 1), got {eps}")
+    return eps + (1.0 - eps) * torch.rand(batch_size, generator=generator, device=device)
+
+
+def c_loss_weight(t: torch.Tensor) -> torch.Tensor:
+    """Weight of the C head's loss, 2 e^(1 - t): 2e at t = 0, 2 at t = 1 (same shape as t)."""
+    return 2.0 * torch.exp(1.0 - t)
+
+
+def noise_loss_weight(t: torch.Tensor) -> torch.Tensor:
+    """Weight of the noise head's loss, e^(sqrt t): 1 at t = 0, e at t = 1 (same shape as t)."""
+    return torch.exp(torch.sqrt(t))
+
+
+def _per_sample(error: torch.Tensor, l1_weight: float) -> torch.Tensor:
+    """Mean squared (+ l1_weight * mean absolute) error per sample, [B]."""
+    flat = error.flatten(1)
+    loss = flat.pow(2).mean(dim=1)
+    return loss + l1_weight * flat.abs().mean(dim=1) if l1_weight else loss
+
+
+def decoupled_loss(c_pred: torch.Tensor, noise_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                   t: torch.Tensor, *, l1_weight: float = 0.0) -> torch.Tensor:
+    """Scalar loss: batch mean of c_loss_weight(t) L(C_pred, -x0) + noise_loss_weight(t) L(n_pred, n).
+
+    Heads and targets [B, ...] (heads already preconditioned), t [B] in [0, 1]; L is the
+    per-sample MSE plus l1_weight times the MAE. RadioDiff's "use_l1" is l1_weight = 1 with the
+    total halved, a constant factor. At least float32.
+    """
+    if t.shape != (x0.shape[0],):
+        raise ValueError(f"t must be [{x0.shape[0]}], got {tuple(t.shape)}")
+    dtype = torch.promote_types(c_pred.dtype, torch.float32)
+    t = t.to(device=x0.device, dtype=dtype)
+    loss_c = _per_sample(c_pred.to(dtype) + x0.to(dtype), l1_weight)
+    loss_noise = _per_sample(noise_pred.to(dtype) - noise.to(dtype), l1_weight)
+    return (c_loss_weight(t) * loss_c + noise_loss_weight(t) * loss_noise).mean()
+
+
+def decoupled_times(num_steps: int, t_start: float = 1.0, t_end: float = 0.0) -> tuple[float, ...]:
+    """num_steps + 1 evenly spaced descending times from t_start to t_end, both exact.
+
+    The default grid (1, 1 - 1/N, ..., 1/N, 0) is RadioDiff's uniform step s = 1/N. A
+    midpoint split is two grids, (N1, 1, t_mid) then (N2, t_mid), or a cut of one grid.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not 0.0 <= t_end < t_start <= 1.0:
+        raise ValueError(f"need 0 <= t_end ({t_end}) < t_start ({t_start}) <= 1")
+    # Weighted ends (weights 1 and 0 exactly) instead of start - i * step: both ends come out exact.
+    times = tuple(t_start * ((num_steps - i) / num_steps) + t_end * (i / num_steps) for i in range(num_steps + 1))
+    if any(later >= earlier for earlier, later in zip(times, times[1:])):
+        raise ValueError(f"{num_steps} steps do not fit between {t_start} and {t_end}")
+    return times
+
+
+def decoupled_step(c_pred: torch.Tensor, noise_pred: torch.Tensor, x_t: torch.Tensor, t: float, t_prev: float,
+                   *, eta: float = 1.0, generator: torch.Generator | None = None) -> StepOutput:
+    """One reverse step x_t -> x_{t_prev} (0 <= t_prev < t <= 1), tensors [B, ...] like x_t.
+
+    pred_x0 = x_t - C t - sqrt(t) n; prev = (1 - t_prev) pred_x0 + sqrt(t_prev - var) n
+    + sqrt(var) z with var = eta^2 t_prev (t - t_prev) / t (the Brownian-bridge variance at
+    eta = 1). No noise is drawn when var = 0 (t_prev = 0 or eta = 0), so the last step is
+    deterministic and returns pred_x0.
+    """
+    if not 0.0 <= t_prev < t <= 1.0:
+        raise ValueError(f"need 0 <= t_prev ({t_prev}) < t ({t}) <= 1")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    c_pred, noise_pred = c_pred.to(x_t.dtype), noise_pred.to(x_t.dtype)
+    pred_x0 = x_t - c_pred * t - math.sqrt(t) * noise_pred
+    var = eta**2 * t_prev * (t - t_prev) / t
+    prev = (1.0 - t_prev) * pred_x0 + math.sqrt(max(t_prev - var, 0.0)) * noise_pred
+    if var > 0.0:
+        z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        prev = prev + math.sqrt(var) * z
+    return StepOutput(prev_sample=prev, pred_x0=pred_x0)
+
+
+def _check_grid(times: Sequence[float] | torch.Tensor) -> tuple[float, ...]:
+    grid = tuple(float(t) for t in times)
+    if not grid or grid[0] > 1.0 or grid[-1] < 0.0:
+        raise ValueError(f"times must be a non-empty sequence in [0, 1], got {grid}")
+    if any(later >= earlier for earlier, later in zip(grid, grid[1:])):
+        raise ValueError(f"times must be strictly descending, got {grid}")
+    return grid
+
+
+def decoupled_loop_progressive(
+    denoise_fn: DecoupledDenoiseFn,
+    x_start: torch.Tensor,
+    times: Sequence[float] | torch.Tensor,
+    *,
+    start_index: int = 0,
+    stop_index: int | None = None,
+    generator: torch.Generator | None = None,
+    eta: float = 1.0,
+    preconditioning: Preconditioning = Preconditioning.MMSE,
+) -> Iterator[StepOutput]:
+    """Run steps [start_index, stop_index) over `times`, yielding each StepOutput.
+
+    times (N + 1 descending floats, e.g. `decoupled_times`) holds both ends: step i goes from
+    times[i] to times[i + 1], so stop_index = N (the default) ends at times[N] (0: clean)
+    and stop_index = k hands back the latent at times[k]. x_start [B, ...] is the latent at
+    times[start_index]. denoise_fn(x_t, t) gets t as a [B] float tensor (float64 for float64
+    latents, else float32) and returns the raw two-head output for `precondition`. The loop
+    holds no state besides x and the generator, so [0, k) then [k, N) with the same
+    generator equals [0, N) bit for bit. Runs without autograd.
+    """
+    grid = _check_grid(times)
+    stop = len(grid) - 1 if stop_index is None else stop_index
+    if not 0 <= start_index <= stop <= len(grid) - 1:
+        raise ValueError(f"need 0 <= start_index ({start_index}) <= stop_index ({stop}) <= {len(grid) - 1}")
+    time_dtype = torch.promote_types(x_start.dtype, torch.float32)
+    x = x_start
+    for index in range(start_index, stop):
+        t, t_prev = grid[index], grid[index + 1]
+        # no_grad only around the work, as in sample_loop_progressive: a `with` spanning the
+        # yield would leak the grad mode into the caller while this generator is suspended.
+        with torch.no_grad():
+            t_batch = torch.full((x.shape[0],), t, dtype=time_dtype, device=x.device)
+            c_pred, noise_pred = precondition(denoise_fn(x, t_batch), x, t, preconditioning)
+            output = decoupled_step(c_pred, noise_pred, x, t, t_prev, eta=eta, generator=generator)
+        x = output.prev_sample
+        yield output
+
+
+def decoupled_loop(
+    denoise_fn: DecoupledDenoiseFn,
+    x_start: torch.Tensor,
+    times: Sequence[float] | torch.Tensor,
+    *,
+    start_index: int = 0,
+    stop_index: int | None = None,
+    generator: torch.Generator | None = None,
+    eta: float = 1.0,
+    preconditioning: Preconditioning = Preconditioning.MMSE,
+) -> torch.Tensor:
+    """Like `decoupled_loop_progressive` but returns only the last prev_sample (x_start if no step)."""
+    outputs = decoupled_loop_progressive(denoise_fn, x_start, times, start_index=start_index, stop_index=stop_index,
+                                         generator=generator, eta=eta, preconditioning=preconditioning)
+    return last_sample(outputs, x_start)
