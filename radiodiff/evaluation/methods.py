@@ -112,13 +112,17 @@ def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> M
 
     def run(seed, rows):
         bank = kit.bank(t_mid)
-        latents = []
+        by_scene: dict[int, torch.Tensor] = {}  # one lookup per layout, as a server would do
         for row in rows:
+            scene = kit.maps.maps[row]
+            if scene in by_scene:
+                continue
             found = bank.nearest(layout_embedding(kit.maps.buildings([row])[0]), kit.flux.nearest_max_distance,
                                  seed=seed, exclude=kit.exclude)
             counts["nearest" if found else "miss"] += 1
-            latents.append(torch.from_numpy(found[2]) if found else _own_midpoint(kit, seed, [row], plan)[0])
-        return _stage2(kit, torch.stack(latents), rows, plan, kit.tail if tuned else None)
+            by_scene[scene] = torch.from_numpy(found[2]) if found else _own_midpoint(kit, seed, [row], plan)[0]
+        midpoints = torch.stack([by_scene[kit.maps.maps[row]] for row in rows])
+        return _stage2(kit, midpoints, rows, plan, kit.tail if tuned else None)
 
     return Method(f"flux_nearest_t{t_mid}_tail{tail_steps}", "flux_nearest", run, tail_steps, t_mid, tail_steps,
                   stats=counts)
