@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.errors import UserError
 from radiodiff.evaluation.methods import Toolkit
 from radiodiff.stages.bank import bank_key, fill_bank, load_scenes
-from radiodiff.stages.evaluate import evaluate, select_maps
+from radiodiff.stages.evaluate import evaluate, headline, select_maps
 from radiodiff.stages.ldm import load_ldm
 from radiodiff.stages.tail import load_tail, save_tail, train_tail
 
@@ -87,3 +88,24 @@ def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     assert result.consistency["t"].tolist() == [33, 16, 0, -1]  # the step each DDIM-4 step lands on
     assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "simulator_ms_per_map_b1"} <= set(result.headline)
     assert set(result.figures) == {"evaluate_tradeoff.png", "evaluate_consistency.png", "evaluate_samples.png"}
+
+
+def _table(flux_nmse_loss: float, full_tx_response: float) -> pd.DataFrame:
+    rows = [("ddpm_full", "full", 1000, 0.10, full_tx_response, 0.0, 1000.0),
+            ("ddim_1", "ddim", 1, 0.11, 0.9, 0.1, 10.0),
+            ("flux_t30_tail1", "flux", 1, 0.10 * (1 + flux_nmse_loss), 0.9, flux_nmse_loss, 12.0),
+            ("baseline", "baseline", 0, 0.09, 0.9, -0.1, 5.0)]
+    table = pd.DataFrame(rows, columns=["method", "family", "unet_calls_per_map", "nmse", "tx_response",
+                                        "nmse_loss", "ms_per_map_b1"])
+    return table.assign(ssim=0.9, ssim_loss=0.001, nmse_loss_ci95=0.0, ssim_loss_ci95=0.0,
+                        speedup_b1=1000.0 / table["ms_per_map_b1"], speedup_batch=50.0)
+
+
+@pytest.mark.parametrize("nmse_loss,tx_response,meets", [(0.01, 0.9, True), (0.03, 0.9, False), (0.01, 0.5, False)])
+def test_headline_counts_the_claim_only_within_its_bounds_and_on_a_tx_aware_model(nmse_loss, tx_response, meets):
+    plain = FluxConfig(**{**FLUX.__dict__, "use_tuned_tail": False})
+    head = headline(_table(nmse_loss, tx_response), plain)
+    assert head["flux_meets_claim"] == float(meets)
+    assert head["flux_speedup_b1"] == pytest.approx(1000 / 12)
+    assert head["ddim_same_calls_nmse"] == pytest.approx(0.11)
+    assert ("flux_vs_ddim_speedup_b1" in head) == (0.10 * (1 + nmse_loss) >= 0.11)
