@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from radiodiff.data.conditions import TxEncoding
+from radiodiff.diffusion.decoupled import Preconditioning
 from radiodiff.diffusion.prediction import Prediction
 from radiodiff.diffusion.schedule import ScheduleKind
 from radiodiff.errors import UserError
@@ -138,7 +139,8 @@ class DiffusionConfig:
 
     schedule: ScheduleKind = ScheduleKind.LINEAR
     num_steps: int = 1000
-    prediction: Prediction = Prediction.V
+    prediction: Prediction = Prediction.V  # kc: RadioDiff's decoupled objective (continuous t, two heads)
+    preconditioning: Preconditioning = Preconditioning.MMSE  # of the two heads, for kc only
 
 
 @dataclass(frozen=True)
@@ -157,10 +159,8 @@ class LDMConfig:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if not 1 <= self.sample_steps <= self.diffusion.num_steps:
             raise ValueError(f"sample_steps must be in 1..{self.diffusion.num_steps}")
-        if self.diffusion.prediction.continuous:
-            # The decoupled objective's loss and sampler exist (diffusion/decoupled.py) but
-            # train_ldm, generate and Flux do not drive them yet: refuse rather than mistrain.
-            raise ValueError("prediction 'kc' (decoupled diffusion) is not wired into train_ldm yet")
+        if self.unet.two_heads != self.diffusion.prediction.continuous:
+            raise ValueError("unet.two_heads must be true exactly when diffusion.prediction is kc")
 
 
 @dataclass(frozen=True)

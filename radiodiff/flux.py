@@ -73,6 +73,8 @@ def flux_plan(num_train_steps: int, t_mid: int, prefix_steps: int, tail_steps: i
 
 
 def _step_fn(model: LatentDiffusion, sampler: SamplerKind):
+    if model.prediction.continuous:
+        raise ValueError("Flux on the decoupled (kc) objective is not wired yet (issue #5)")
     step = ddpm_step if sampler is SamplerKind.DDPM else ddim_step
     return functools.partial(step, schedule=model.schedule, prediction=model.prediction)
 

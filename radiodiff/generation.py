@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from radiodiff.diffusion.decoupled import Preconditioning, decoupled_loop, decoupled_times
 from radiodiff.diffusion.prediction import Prediction
 from radiodiff.diffusion.sampling import DenoiseFn, ddim_step, ddim_timesteps, ddpm_step, sample_loop
 from radiodiff.diffusion.schedule import NoiseSchedule
@@ -33,6 +34,7 @@ class LatentDiffusion:
     schedule: NoiseSchedule
     prediction: Prediction
     scale_factor: float
+    preconditioning: Preconditioning = Preconditioning.MMSE  # of a two-head (kc) network
 
     def latent_shape(self, cond: torch.Tensor) -> tuple[int, ...]:
         """Latent shape `[B, 3, H/f, W/f]` for a condition `[B, C, H, W]`."""
@@ -66,10 +68,18 @@ def initial_noise(shape: tuple[int, ...], generator: torch.Generator) -> torch.T
 
 def generate(model: LatentDiffusion, cond: torch.Tensor, *, steps: int, generator: torch.Generator,
              sampler: SamplerKind = SamplerKind.DDIM, eta: float = 0.0) -> torch.Tensor:
-    """Sample gain maps `[B, 1, H, W]` for conditions `[B, C, H, W]` from seeded noise."""
+    """Sample gain maps `[B, 1, H, W]` for conditions `[B, C, H, W]` from seeded noise.
+
+    A decoupled (kc) model runs its own sampler on `steps` uniform times from 1 to 0, whatever
+    `sampler` says; eta = 0 makes it deterministic, eta = 1 is RadioDiff's stochastic step."""
+    x_start = initial_noise(model.latent_shape(cond), generator)
+    if model.prediction.continuous:
+        with torch.no_grad():
+            latent = decoupled_loop(model.denoise_fn(cond), x_start, decoupled_times(steps), generator=generator,
+                                    eta=eta, preconditioning=model.preconditioning)
+            return model.decode(latent, cond[:, 0])
     timesteps, step_fn = sampler_plan(sampler, model.schedule, steps, eta)
     step_fn = functools.partial(step_fn, prediction=model.prediction)
-    x_start = initial_noise(model.latent_shape(cond), generator)
     with torch.no_grad():
         latent = sample_loop(model.denoise_fn(cond), x_start, timesteps, step_fn, generator=generator)
         return model.decode(latent, cond[:, 0])

@@ -86,8 +86,10 @@ def test_every_dvc_params_key_exists_in_its_dataclass():
             assert not rest or _keys_exist(section_cls, rest), f"stage {name}: {key} not in {section_cls.__name__}"
 
 
-def test_the_unwired_decoupled_objective_is_refused_at_load(tmp_path):
+def test_the_decoupled_objective_needs_the_two_head_network(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("ldm:\n  diffusion: {prediction: kc}\n")
-    with pytest.raises(UserError, match="not wired"):
+    with pytest.raises(UserError, match="two_heads"):
         load_params(path)
+    path.write_text("ldm:\n  diffusion: {prediction: kc, preconditioning: radiodiff}\n  unet: {two_heads: true}\n")
+    assert load_params(path).ldm.diffusion.preconditioning.value == "radiodiff"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from radiodiff.config import LDMConfig, UNetConfig, load_params
+from radiodiff.config import DiffusionConfig, LDMConfig, UNetConfig, load_params
 from radiodiff.diffusion import Prediction, ddim_step, make_schedule, prediction_target, split_prediction
 from radiodiff.diffusion.decoupled import (
     Preconditioning,
@@ -326,16 +326,19 @@ def test_two_head_unet_takes_float_times_and_scales_them():
 
 
 def test_build_unet_passes_two_heads():
-    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4, two_heads=True))
+    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4, two_heads=True),
+                    diffusion=DiffusionConfig(prediction=Prediction.KC))
     unet = build_unet(cfg, cond_channels=4)
-    assert unet.two_heads and unet.out_channels == 6
-    assert build_unet(LDMConfig(unet=dataclasses.replace(cfg.unet, two_heads=False)), 4).out_channels == 3
+    assert unet.two_heads and unet.out_channels == 6 and unet.time_scale == 1000.0
+    plain = build_unet(LDMConfig(unet=dataclasses.replace(cfg.unet, two_heads=False)), 4)
+    assert plain.out_channels == 3 and plain.time_scale == 1.0
 
 
 def test_paper_profile_builds_with_two_heads_and_runs_one_forward():
     # About 2 s on one CPU thread (build 0.6 s, forward 1.8 s), so not marked slow.
     params = load_params(REPO_ROOT / "profiles" / "paper.yaml")
-    ldm = dataclasses.replace(params.ldm, unet=dataclasses.replace(params.ldm.unet, two_heads=True))
+    ldm = dataclasses.replace(params.ldm, unet=dataclasses.replace(params.ldm.unet, two_heads=True),
+                              diffusion=dataclasses.replace(params.ldm.diffusion, prediction=Prediction.KC))
     unet = build_unet(ldm, params.condition.channels).eval()
     assert unet.out_channels == 6 and unet.output[-1].out_channels == 6
     side = params.prepare.resolution

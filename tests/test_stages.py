@@ -5,13 +5,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import CONDITION, DATA, LOOP
-from radiodiff.config import BaselineConfig, VAEConfig
+from radiodiff.config import (
+    BaselineConfig,
+    DiffusionConfig,
+    LDMConfig,
+    UNetConfig,
+    VAEConfig,
+)
+from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.diffusion.prediction import Prediction
 from radiodiff.errors import UserError
 from radiodiff.generation import generate
-from radiodiff.stages.baseline import load_baseline, predict_baseline, save_baseline, train_baseline
-from radiodiff.stages.ldm import load_ldm
+from radiodiff.stages.baseline import (
+    load_baseline,
+    predict_baseline,
+    save_baseline,
+    train_baseline,
+)
+from radiodiff.stages.ldm import load_ldm, save_ldm, train_ldm
 from radiodiff.stages.vae import load_vae, save_vae
+from radiodiff.training.rng import seeded_generator
+from tests.conftest import CONDITION, DATA, LOOP
 
 
 def test_vae_file_round_trip(vae_file):
@@ -81,3 +95,19 @@ def test_resume_folder_changes_with_the_targets_not_only_the_index(dataset, tmp_
     gains = np.load(copy / "train_gain.npy")
     np.save(copy / "train_gain.npy", gains * 0.5)  # new targets, same index
     assert dataset_digest(copy) != before
+
+
+def test_ldm_trains_and_samples_with_the_decoupled_objective(dataset, vae_file, tmp_path):
+    vae_path, _ = vae_file
+    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4, two_heads=True),
+                    diffusion=DiffusionConfig(prediction=Prediction.KC), sample_steps=2, data=DATA, train=LOOP)
+    result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=tmp_path,
+                       log=lambda m, s: None, progress=False)
+    assert 0.0 <= result.metrics["test_nmse"] < 10 and result.model.unet.out_channels == 6
+    save_ldm(tmp_path / "ldm.pt", result, cfg, CONDITION, vae_path)
+    model, loaded, _ = load_ldm(tmp_path / "ldm.pt", vae_path)
+    assert loaded.diffusion.prediction is Prediction.KC and model.unet.time_scale == 1000.0
+    cond = RadioMapDataset(dataset / "data", "test", CONDITION.encodings)[0]["cond"][None]
+    first = generate(model, cond, steps=3, generator=seeded_generator(0))
+    assert torch.equal(first, generate(model, cond, steps=3, generator=seeded_generator(0)))  # eta 0: seeded
+    assert first.shape == (1, 1, 32, 32) and 0 <= float(first.min()) and float(first.max()) <= 1

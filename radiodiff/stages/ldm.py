@@ -11,6 +11,9 @@ import torch
 from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.diffusion.decoupled import (
+    TIME_EMBEDDING_SCALE, decoupled_loss, precondition, q_sample_decoupled, sample_times,
+)
 from radiodiff.diffusion.losses import diffusion_loss, drop_condition_channels, q_sample, sample_timesteps
 from radiodiff.diffusion.schedule import make_schedule
 from radiodiff.generation import LatentDiffusion, generate
@@ -36,7 +39,8 @@ def build_unet(cfg: LDMConfig, cond_channels: int, latent_channels: int = 3) -> 
                            base_channels=unet.base_channels, channel_mults=unet.channel_mults,
                            num_res_blocks=unet.num_res_blocks, cond_base_channels=unet.cond_base_channels,
                            attention=unet.attention, window_size=unet.window_size, fft_filter=unet.fft_filter,
-                           dropout=unet.dropout, two_heads=unet.two_heads)
+                           dropout=unet.dropout, two_heads=unet.two_heads,
+                           time_scale=TIME_EMBEDDING_SCALE if cfg.diffusion.prediction.continuous else 1.0)
 
 
 class LatentDataset(torch.utils.data.Dataset):
@@ -68,6 +72,9 @@ class LDMResult:
 
 
 def _loss_fn(cfg: LDMConfig, schedule, channel_mask):
+    if cfg.diffusion.prediction.continuous:
+        return _decoupled_loss_fn(cfg, channel_mask)
+
     def loss_fn(unet, batch, step, generator):
         z0, cond = batch["latent"], batch["cond"]
         t = sample_timesteps(z0.shape[0], schedule, generator=generator, device=z0.device)
@@ -75,6 +82,20 @@ def _loss_fn(cfg: LDMConfig, schedule, channel_mask):
         cond = drop_condition_channels(cond, channel_mask, cfg.condition_dropout, generator)
         output = unet(q_sample(z0, t, noise, schedule), t, cond)
         return diffusion_loss(output, z0, noise, t, schedule, cfg.diffusion.prediction), {}
+
+    return loss_fn
+
+
+def _decoupled_loss_fn(cfg: LDMConfig, channel_mask):
+    """RadioDiff's objective: continuous t, x_t = (1 - t) x0 + sqrt(t) noise, two preconditioned heads."""
+    def loss_fn(unet, batch, step, generator):
+        z0, cond = batch["latent"], batch["cond"]
+        t = sample_times(z0.shape[0], generator=generator, device=z0.device)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device)
+        cond = drop_condition_channels(cond, channel_mask, cfg.condition_dropout, generator)
+        x_t = q_sample_decoupled(z0, t, noise)
+        c_pred, noise_pred = precondition(unet(x_t, t, cond).float(), x_t, t, cfg.diffusion.preconditioning)
+        return decoupled_loss(c_pred, noise_pred, z0, noise, t), {}
 
     return loss_fn
 
@@ -102,7 +123,8 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
     vae, scale = load_vae(vae_path)
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_steps)
     unet = build_unet(cfg, condition.channels, vae.latent_channels)
-    bundle = lambda net: LatentDiffusion(net, vae, schedule, cfg.diffusion.prediction, scale)  # noqa: E731
+    bundle = lambda net: LatentDiffusion(net, vae, schedule, cfg.diffusion.prediction, scale,  # noqa: E731
+                                         cfg.diffusion.preconditioning)
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     latents = LatentDataset(train, encode_dataset(bundle(unet), train))
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
@@ -151,4 +173,5 @@ def load_ldm(path: Path, vae_path: Path) -> tuple[LatentDiffusion, LDMConfig, Co
     unet = build_unet(cfg, condition.channels, vae.latent_channels)
     unet.load_state_dict(payload["state_dict"])
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_steps)
-    return LatentDiffusion(unet.eval(), vae, schedule, cfg.diffusion.prediction, scale), cfg, condition
+    model = LatentDiffusion(unet.eval(), vae, schedule, cfg.diffusion.prediction, scale, cfg.diffusion.preconditioning)
+    return model, cfg, condition
