@@ -31,7 +31,7 @@ def _toolkit(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_di
     maps = select_maps(RadioMapDataset(dataset_dir, "test", condition.encodings), cfg)
     tail = load_tail(models_dir / "flux_tail.pt", ldm_path, model)
     exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
-    return Toolkit(model, maps, flux, ldm_path, bank_dir, tail, exclude)
+    return Toolkit(model, maps, flux, ldm_path, bank_dir, tail, exclude, condition.encodings)
 
 
 def _write_plots(result) -> None:

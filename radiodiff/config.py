@@ -230,6 +230,7 @@ class EvaluateConfig:
     timing_maps: int = 4  # batch-1 maps timed per method and round (the full DDPM: 1)
     timing_repeats: int = 3
     consistency_steps: int = 20  # DDIM grid on which midpoint similarity is traced over t
+    tx_cell_px: int = 16  # side of the Tx cells of the cell-keyed Flux midpoints, in pixels
 
 
 @dataclass(frozen=True)

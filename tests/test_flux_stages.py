@@ -74,11 +74,11 @@ def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     maps = select_maps(RadioMapDataset(dataset / "data", "test", CONDITION.encodings), EVALUATE)
     assert len(set(maps.maps)) == 1 and len(maps.maps) == 4
     kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None,
-                  frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()))
+                  frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()), CONDITION.encodings)
     result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", progress=False)
     table = result.table.set_index("method")
     expected = {"ddpm_full", "ddim_1", "ddim_3", "flux_t30_tail1", "flux_t30_tail2", "flux_t10_tail1",
-                "control_t30_tail1", "flux_nearest_t10_tail1", "baseline"}
+                "control_t30_tail1", "flux_nearest_t10_tail1", "flux_cell_t30_tail1", "baseline"}
     assert expected <= set(table.index)
     assert table.loc["ddpm_full", "nmse_loss"] == 0 and table.loc["ddpm_full", "speedup_b1"] == pytest.approx(1)
     assert table.loc["baseline", "nmse_ci95"] == 0  # deterministic: identical over seeds
@@ -109,3 +109,22 @@ def test_headline_counts_the_claim_only_within_its_bounds_and_on_a_tx_aware_mode
     assert head["flux_speedup_b1"] == pytest.approx(1000 / 12)
     assert head["ddim_same_calls_nmse"] == pytest.approx(0.11)
     assert ("flux_vs_ddim_speedup_b1" in head) == (0.10 * (1 + nmse_loss) >= 0.11)
+
+
+def test_cell_representative_is_the_free_pixel_nearest_the_cell_centre(dataset, flux_setup):
+    from radiodiff.evaluation.methods import _representative_condition
+
+    model, ldm_path, bank_dir, _, _ = flux_setup
+    maps = select_maps(RadioMapDataset(dataset / "data", "test", CONDITION.encodings), EVALUATE)
+    kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None, frozenset(), CONDITION.encodings)
+    buildings = maps.buildings([0])[0]
+    for cell in [(0, 0), (1, 1), (0, 1)]:
+        cond = _representative_condition(kit, 0, cell, 16)
+        row, col = divmod(int(cond[0, 1].argmax()), cond.shape[-1])
+        assert row // 16 == cell[0] and col // 16 == cell[1] and not buildings[row, col]
+        free = [(r, c) for r in range(cell[0] * 16, cell[0] * 16 + 16) for c in range(cell[1] * 16, cell[1] * 16 + 16)
+                if not buildings[r, c]]
+        centre = (cell[0] * 16 + 7.5, cell[1] * 16 + 7.5)
+        best = min(np.hypot(r - centre[0], c - centre[1]) for r, c in free)
+        assert np.hypot(row - centre[0], col - centre[1]) == pytest.approx(best)
+        assert torch.equal(cond[0, 0], maps.cond[0, 0])  # same layout, the representative's Tx

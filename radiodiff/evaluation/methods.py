@@ -15,6 +15,7 @@ import torch
 
 from radiodiff.bank import MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
+from radiodiff.data.conditions import TxEncoding, encode_condition
 from radiodiff.flux import FluxPlan, flux_plan, scene_noise, stage1_midpoint, stage2_decode
 from radiodiff.generation import LatentDiffusion, SamplerKind
 from radiodiff.models.unet import ConditionalUNet
@@ -61,6 +62,7 @@ class Toolkit:
     bank_dir: Path
     tail: ConditionalUNet | None
     exclude: frozenset[int]  # scenes `flux_nearest` may not use: the evaluated layouts themselves
+    encodings: tuple[TxEncoding, ...]  # of the condition, to encode a representative Tx
     banks: dict[int, MidpointBank] = field(default_factory=dict, compare=False)  # opened once per t_mid
 
     def start(self, seed: int, rows: Sequence[int]) -> torch.Tensor:
@@ -126,6 +128,42 @@ def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> M
 
     return Method(f"flux_nearest_t{t_mid}_tail{tail_steps}", "flux_nearest", run, tail_steps, t_mid, tail_steps,
                   stats=counts)
+
+
+def flux_cell(kit: Toolkit, t_mid: int, tail_steps: int, *, cell_px: int, tuned: bool) -> Method:
+    """Midpoints keyed by layout and a coarse Tx cell: the prefix runs once per (layout, cell)
+    under the full condition of a representative Tx (the free pixel nearest the cell centre)
+    and serves every Tx in that cell. Cached like a warm bank: the prefix is paid on first use."""
+    plan = kit.plan(t_mid, tail_steps)
+    cache: dict[tuple[int, int, int, int], torch.Tensor] = {}
+
+    def run(seed, rows):
+        latents = []
+        for row in rows:
+            tx = divmod(int(kit.maps.cond[row, 1].argmax()), kit.maps.cond.shape[-1])
+            key = (seed, kit.maps.maps[row], tx[0] // cell_px, tx[1] // cell_px)
+            if key not in cache:
+                cond = _representative_condition(kit, row, key[2:], cell_px)
+                cache[key] = stage1_midpoint(kit.model, cond, plan, kit.start(seed, [row]))[0]
+            latents.append(cache[key])
+        return _stage2(kit, torch.stack(latents), rows, plan, kit.tail if tuned else None)
+
+    family = "flux_cell_tuned" if tuned else "flux_cell"
+    return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps)
+
+
+def _representative_condition(kit: Toolkit, row: int, cell: tuple[int, int], cell_px: int) -> torch.Tensor:
+    """The full condition `[1, C, H, W]` of the free pixel nearest the centre of `cell`."""
+    buildings = kit.maps.buildings([row])[0]
+    cars = kit.maps.cond[row, 2].numpy() > 0
+    rows, cols = np.mgrid[0:cell_px, 0:cell_px]
+    rows, cols = rows + cell[0] * cell_px, cols + cell[1] * cell_px
+    free = ~buildings[rows, cols]
+    centre = (cell_px - 1) / 2
+    distance = np.where(free, np.hypot(rows - cell[0] * cell_px - centre, cols - cell[1] * cell_px - centre), np.inf)
+    pick = np.unravel_index(int(np.argmin(distance)), distance.shape)
+    cond = encode_condition(buildings, cars, int(rows[pick]), int(cols[pick]), kit.encodings)
+    return torch.from_numpy(cond)[None]
 
 
 def control(kit: Toolkit, t_mid: int, tail_steps: int) -> Method:

@@ -21,7 +21,7 @@ from radiodiff.config import EvaluateConfig, FluxConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.evaluation.consistency import trajectory_similarity
 from radiodiff.evaluation.methods import (
-    MapSet, Method, Toolkit, control, flux_hit, flux_nearest, from_noise, supervised,
+    MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised,
 )
 from radiodiff.evaluation.stats import interval, relative_loss
 from radiodiff.evaluation.timing import time_interleaved
@@ -48,7 +48,7 @@ def select_maps(dataset: RadioMapDataset, cfg: EvaluateConfig) -> MapSet:
 
 def build_methods(kit: Toolkit, cfg: EvaluateConfig, baseline) -> list[Method]:
     """Full DDPM, DDIM-N, Flux (plain and tuned tail) per t_mid and tail, nearest-scene Flux,
-    the full-condition control, and the supervised baseline."""
+    Flux keyed by a coarse Tx cell, the full-condition control, and the supervised baseline."""
     flux = kit.flux
     methods = [from_noise(kit, "ddpm_full", kit.model.schedule.num_steps, SamplerKind.DDPM)]
     methods += [from_noise(kit, f"ddim_{n}", n, SamplerKind.DDIM) for n in cfg.ddim_steps]
@@ -59,6 +59,8 @@ def build_methods(kit: Toolkit, cfg: EvaluateConfig, baseline) -> list[Method]:
             methods += [flux_hit(kit, t_mid, k, tuned=True) for k in tails]
         methods.append(control(kit, t_mid, flux.tail_steps))
         methods.append(flux_nearest(kit, t_mid, flux.tail_steps, tuned=kit.tail is not None and flux.use_tuned_tail))
+        for tuned in (False, True) if kit.tail is not None else (False,):
+            methods.append(flux_cell(kit, t_mid, flux.tail_steps, cell_px=cfg.tx_cell_px, tuned=tuned))
     methods.append(supervised("baseline", baseline, kit))
     return methods
 
