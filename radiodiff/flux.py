@@ -125,3 +125,11 @@ def static_condition(cond: torch.Tensor, dynamic_mask: tuple[bool, ...]) -> torc
     """`cond` `[B, C, H, W]` with the dynamic channels (Tx, its encodings, cars) zeroed."""
     keep = torch.tensor([not dynamic for dynamic in dynamic_mask], dtype=cond.dtype, device=cond.device)
     return cond * keep[None, :, None, None]
+
+
+def static_conditions(buildings: np.ndarray, channels: int) -> torch.Tensor:
+    """The static condition `[S, C, H, W]` of layouts `[S, H, W]` (no query at hand): the
+    buildings channel, every dynamic channel zero, as `static_condition` leaves a full one."""
+    cond = torch.zeros((len(buildings), channels, *buildings.shape[1:]))
+    cond[:, 0] = torch.from_numpy(np.asarray(buildings, dtype=np.float32))
+    return cond

@@ -28,10 +28,10 @@ from radiodiff.data.conditions import encode_condition
 from radiodiff.data.layout import resolve_tx, validate_mask
 from radiodiff.data.resample import majority
 from radiodiff.errors import UserError
-from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode
+from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.models.unet import ConditionalUNet
-from radiodiff.stages.bank import bank_key, static_conditions
+from radiodiff.stages.bank import bank_key
 from radiodiff.stages.ldm import load_ldm
 from radiodiff.stages.tail import load_tail
 

@@ -16,10 +16,10 @@ import torch
 from radiodiff.bank import MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
 from radiodiff.data.conditions import TxEncoding, encode_condition
-from radiodiff.flux import FluxPlan, flux_plan, scene_noise, stage1_midpoint, stage2_decode
+from radiodiff.flux import FluxPlan, flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion, SamplerKind
 from radiodiff.models.unet import ConditionalUNet
-from radiodiff.stages.bank import bank_key, static_conditions
+from radiodiff.stages.bank import bank_key
 from radiodiff.training.rng import seeded_generator
 
 RunFn = Callable[[int, Sequence[int]], torch.Tensor]

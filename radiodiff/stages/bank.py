@@ -19,7 +19,7 @@ import torch
 from radiodiff.bank import BankKey, Midpoint, MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
 from radiodiff.data.assemble import read_index
-from radiodiff.flux import flux_plan, sampler_hash, scene_noise, stage1_midpoint
+from radiodiff.flux import flux_plan, sampler_hash, scene_noise, stage1_midpoint, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.stages.common import file_digest
 
@@ -56,13 +56,6 @@ def bank_key(model: LatentDiffusion, ldm_path: Path, cfg: FluxConfig, t_mid: int
     """The key of the static midpoints at `t_mid` made by this model file and `cfg`'s prefix."""
     plan = flux_plan(model.schedule.num_steps, t_mid, cfg.prefix_steps, cfg.tail_steps)
     return BankKey(model_hash=model_hash(ldm_path), sampler_hash=sampler_hash(model, plan), t_mid=float(t_mid))
-
-
-def static_conditions(buildings: np.ndarray, channels: int) -> torch.Tensor:
-    """The static condition `[S, C, H, W]`: the buildings channel, every dynamic channel zero."""
-    cond = torch.zeros((len(buildings), channels, *buildings.shape[1:]))
-    cond[:, 0] = torch.from_numpy(np.asarray(buildings, dtype=np.float32))
-    return cond
 
 
 def compute_midpoints(model: LatentDiffusion, scenes: SceneSet, *, t_mid: int, seed: int, cfg: FluxConfig,

@@ -17,6 +17,7 @@ from radiodiff.diffusion.decoupled import (
 from radiodiff.diffusion.losses import diffusion_loss, drop_condition_channels, q_sample, sample_timesteps
 from radiodiff.diffusion.schedule import make_schedule
 from radiodiff.generation import LatentDiffusion, generate
+from radiodiff.flux import static_condition
 from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.models.unet import ConditionalUNet
 from radiodiff.stages.common import batched, dataset_digest, file_digest, load_model_file, predict_all, run_folder, save_model
@@ -105,10 +106,10 @@ def sample_metrics(model: LatentDiffusion, dataset, steps: int, limit: int | Non
     """DDIM-`steps` samples over a dataset (seeded): NMSE/RMSE/SSIM/PSNR and the Tx-response ratio.
     `static=True` samples with every dynamic channel zeroed (what the model knows without the Tx)."""
     generator = seeded_generator(EVAL_SEED)
-    mask = torch.tensor(dynamic_channel_mask(dataset.encodings))
+    mask = dynamic_channel_mask(dataset.encodings)
 
     def predict(batch):
-        cond = batch["cond"] * (~mask).float()[None, :, None, None] if static else batch["cond"]
+        cond = static_condition(batch["cond"], mask) if static else batch["cond"]
         return generate(model, cond, steps=steps, generator=generator)
 
     pred, target, maps = predict_all(predict, dataset, EVAL_BATCH, limit)

@@ -25,11 +25,11 @@ from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.diffusion.losses import q_sample
 from radiodiff.diffusion.prediction import prediction_target
 from radiodiff.errors import UserError
-from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode
+from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
 from radiodiff.models.unet import ConditionalUNet
-from radiodiff.stages.bank import bank_key, load_scenes, static_conditions
+from radiodiff.stages.bank import bank_key, load_scenes
 from radiodiff.stages.common import (
     batched, dataset_digest, file_digest, load_model_file, run_folder, save_model,
 )
