@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from radiodiff.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -72,3 +74,21 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def safe_child(root: str | os.PathLike, name: str) -> Path:
+    """`root / name`, refused (UserError) unless it stays inside `root`.
+
+    `name` comes from a user or from data (a map id, a split, a stage name): an empty name,
+    an absolute path, a `..` part, a NUL byte, or a symlink inside `root` that points out of
+    it would let a write land elsewhere, so each is refused before any file is touched.
+    """
+    root = Path(root)
+    text = os.fspath(name)
+    parts = Path(text).parts
+    if not text or "\0" in text or Path(text).is_absolute() or ".." in parts or parts in ((), (".",)):
+        raise UserError(f"{text!r} is not a plain name inside {root}: refusing to write outside it")
+    child = root / text
+    if not child.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"{child} leaves {root} through a symbolic link: refusing to write there")
+    return child

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -27,13 +28,14 @@ def build(cls: type[T], raw: Any, where: str) -> T:
         raise UserError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields))
+    # YAML keys may be numbers, null or text with line breaks: shown escaped, sorted as text.
+    unknown = sorted(repr(str(key))[1:-1] for key in set(raw) - set(fields))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     values = {name: convert(hints[name], raw[name], f"{where}.{name}") for name in fields if name in raw}
     try:
         return cls(**values)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UserError) as exc:
         raise UserError(f"{where}: {exc}") from None
 
 
@@ -86,6 +88,9 @@ def _convert_scalar(hint: Any, value: Any, where: str) -> Any:
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        # YAML's .nan and .inf mean no setting; an integer past float range would overflow.
+        if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, int) and abs(value) > 1e300):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str and isinstance(value, str):
         return value

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from radiodiff.bank.schema import LATENT_COLUMNS, BankError, schema_problem
-from radiodiff.io import atomic_path
+from radiodiff.io import atomic_path, safe_child
 
 ROW_GROUP_ROWS = 256  # a lookup reads one row group: at 3x64x64 float32 about 12 MB
 
@@ -43,7 +43,7 @@ def list_parts(root: Path) -> list[str]:
 def write_part(root: Path, table: pa.Table) -> Path:
     """Publish `table` as a new part file in `root`; existing files are never touched."""
     while True:
-        path = root / f"part-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(2)}.parquet"
+        path = safe_child(root, f"part-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(2)}.parquet")
         if not path.exists():
             break
     with atomic_path(path) as tmp:
@@ -53,6 +53,7 @@ def write_part(root: Path, table: pa.Table) -> Path:
             row_group_size=ROW_GROUP_ROWS,
             use_dictionary=["model_hash", "sampler_hash", "dtype"],
             write_statistics=["scene_id", "cell", "seed", "t_mid"],
+            write_page_checksum=True,  # a CRC per data page: a flipped byte in any column is caught
         )
     return path
 
@@ -61,7 +62,7 @@ def write_part(root: Path, table: pa.Table) -> Path:
 def reading(path: Path) -> Iterator[pq.ParquetFile]:
     """Open part file `path` with its schema checked; any read error becomes a BankError."""
     try:
-        with pq.ParquetFile(path) as part:
+        with pq.ParquetFile(path, page_checksum_verification=True) as part:
             problem = schema_problem(part.schema_arrow)
             if problem is not None:
                 raise BankError(f"{path}: {problem}")
@@ -77,6 +78,8 @@ def read_index_columns(path: Path, columns: Sequence[str]) -> tuple[pa.Table, np
     with reading(path) as part:
         table = part.read(columns=list(columns), use_threads=False)  # small columns: threads only add memory
         sizes = [part.metadata.row_group(i).num_rows for i in range(part.metadata.num_row_groups)]
+    if sum(sizes) != table.num_rows:  # a damaged footer: row positions would point at wrong rows
+        raise BankError(f"{path}: footer lists {sum(sizes)} rows, the data holds {table.num_rows}")
     for name in columns:
         if table[name].null_count:
             raise BankError(f"{path}: column {name!r} has missing values")

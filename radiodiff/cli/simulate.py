@@ -13,14 +13,18 @@ is written; each PNG is written atomically.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from radiodiff.errors import UserError
+from radiodiff.io import safe_child
 
 RADIOMAPSEER_SIDE_M = 256.0  # a RadioMapSeer map covers 256 m x 256 m
+# Pixel sizes the simulator's float32 path lengths handle: 1 cm to 1 km per pixel.
+PIXEL_SIZE_RANGE_M = (0.01, 1000.0)
 
 
 def add_parser(subparsers) -> None:
@@ -69,10 +73,11 @@ def _run_map(args: argparse.Namespace) -> int:
     scene = load_geometry().scene(args.map_id)
     tx_ids = list(range(len(scene.tx_sites))) if args.all_tx else [args.tx_id]
     sites = [scene.tx(k) for k in tx_ids]  # checks the ids before any work
+    _make_out_dir(args.out_dir)
     cars = scene.cars if args.cars else None
     maps, setup_ms, per_map_ms = _simulate(scene.buildings, cars, sites, pixel_size_m=1.0)
     for tx_id, gray in zip(tx_ids, maps):
-        _write_png(args.out_dir / f"{args.map_id}_{tx_id}.png", gray)
+        _write_png(safe_child(args.out_dir, f"{args.map_id}_{tx_id}.png"), gray)
     _report(setup_ms, per_map_ms, len(maps), f"{args.out_dir}/{args.map_id}_*.png")
     return 0
 
@@ -85,6 +90,8 @@ def _run_file(args: argparse.Namespace) -> int:
         raise UserError("--buildings needs --tx ROW COL and --out FILE.png")
     if args.out.suffix.lower() != ".png":
         raise UserError(f"--out must be a .png file, got {args.out}")
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a file name ending in .png")
     if args.cars is True:
         raise UserError("with --buildings, --cars needs a car mask file: --cars FILE.png")
     buildings = read_mask_png(args.buildings, size=None)
@@ -93,8 +100,9 @@ def _run_file(args: argparse.Namespace) -> int:
     cars = None if args.cars is None else read_mask_png(Path(args.cars), size=buildings.shape[0])
     site = resolve_tx(buildings, *args.tx)
     pixel_size_m = args.pixel_size_m if args.pixel_size_m is not None else RADIOMAPSEER_SIDE_M / buildings.shape[0]
-    if not pixel_size_m > 0:
-        raise UserError(f"--pixel-size-m must be positive, got {pixel_size_m}")
+    low, high = PIXEL_SIZE_RANGE_M
+    if not (math.isfinite(pixel_size_m) and low <= pixel_size_m <= high):
+        raise UserError(f"--pixel-size-m must be between {low} and {high} m, got {pixel_size_m}")
     maps, setup_ms, per_map_ms = _simulate(buildings, cars, [site], pixel_size_m=pixel_size_m)
     _write_png(args.out, maps[0])
     _report(setup_ms, per_map_ms, 1, str(args.out))
@@ -120,13 +128,24 @@ def _simulate(buildings, cars, sites, *, pixel_size_m: float) -> tuple[list[np.n
     return maps, setup_ms, (time.perf_counter() - start) * 1e3 / len(sites)
 
 
+def _make_out_dir(out_dir: Path) -> None:
+    """Create `--out-dir` before any simulation, so an unusable folder fails before work is done."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out-dir {out_dir}: cannot create the folder ({exc.strerror})") from None
+
+
 def _write_png(path: Path, gray: np.ndarray) -> None:
     from PIL import Image
 
     from radiodiff.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).save(tmp, format="PNG")
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).save(tmp, format="PNG")
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _report(setup_ms: float, per_map_ms: float, count: int, where: str) -> None:

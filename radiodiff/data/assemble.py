@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from radiodiff.data.split import SPLITS
-from radiodiff.io import atomic_dir
+from radiodiff.io import atomic_dir, safe_child
 
 INDEX_FILE = "index.parquet"
 INDEX_SCHEMA = pa.schema(
@@ -58,9 +58,9 @@ def _write_split(split: str, members: list[tuple[int, Path]], folder: Path) -> l
                              f"{split}_gain.npy", offset, f"{split}_scenes.npy", scene_offset))
             scenes.append(np.stack([shard["buildings"], shard["cars"]]).astype(np.uint8))
     if gains:
-        np.save(folder / f"{split}_gain.npy", np.stack(gains).astype(np.float32))
-        np.save(folder / f"{split}_los.npy", np.stack(los).astype(np.uint8))
-        np.save(folder / f"{split}_scenes.npy", np.stack(scenes))
+        np.save(safe_child(folder, f"{split}_gain.npy"), np.stack(gains).astype(np.float32))
+        np.save(safe_child(folder, f"{split}_los.npy"), np.stack(los).astype(np.uint8))
+        np.save(safe_child(folder, f"{split}_scenes.npy"), np.stack(scenes))
     return rows
 
 

@@ -22,14 +22,17 @@ def read_mask_png(path: Path, size: int | None = 256) -> np.ndarray:
         raise UserError(f"file not found: {path}")
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("L") if image.mode not in ("L", "1") else image)
+            # 16-bit and float images are checked on their own values: converting them to 8 bits
+            # first would clip any value above 255 to 255 and pass a non-binary mask as binary.
+            raw = image.mode in ("1", "L", "F") or image.mode.startswith("I")
+            array = np.asarray(image if raw else image.convert("L"))
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"{path}: not a readable image ({exc})") from None
     return validate_mask(array, name=str(path), size=size)
 
 
 def validate_mask(array: np.ndarray, *, name: str, size: int | None = 256) -> np.ndarray:
-    """Check a layout mask is 2-D, square of `size` and binary (0/1, 0/255 or bool); return bool."""
+    """Check a layout mask is 2-D, square of `size` and binary (0/1, 0/255, 0/65535 or bool); return bool."""
     array = np.asarray(array)
     if array.ndim != 2 or (size is not None and array.shape != (size, size)):
         want = f"{size}x{size}" if size is not None else "a 2-D image"
@@ -39,7 +42,7 @@ def validate_mask(array: np.ndarray, *, name: str, size: int | None = 256) -> np
     if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
         raise UserError(f"{name}: layout must hold finite numbers")
     values = np.unique(array)
-    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+    if not any(set(values.tolist()) <= {0, high} for high in (1, 255, 65535)):
         shown = ", ".join(str(v) for v in values[:6])
         raise UserError(f"{name}: layout is not binary (values {shown}...): expected 0 and 255")
     return array > 0

@@ -23,9 +23,9 @@ from radiodiff.data.conditions import line_of_sight
 from radiodiff.data.geometry import load_geometry
 from radiodiff.data.resample import downsample_gain, majority
 from radiodiff.data.split import radiounet_split
-from radiodiff.data.targets import radiomapseer_gain_dir, radiomapseer_gray, simulated_gray
+from radiodiff.data.targets import check_gain_files, radiomapseer_gray, simulated_gray
 from radiodiff.data.assemble import assemble
-from radiodiff.io import atomic_path
+from radiodiff.io import atomic_path, safe_child
 
 SHARD_FORMAT = 2  # bump when the shard layout or the target pipeline changes
 
@@ -143,13 +143,16 @@ def _chunks(jobs: list[MapJob], workers: int) -> list[list[MapJob]]:
 def shard_path(job: MapJob, cache_dir: Path) -> Path:
     """Where the shard of `job` lives; the name carries the map id and its Tx choice."""
     digest = hashlib.sha256(",".join(map(str, job.tx_ids)).encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"map{job.map_id:03d}_tx{digest}.npz"
+    return safe_child(cache_dir, f"map{job.map_id:03d}_tx{digest}.npz")
 
 
 def check_source(cfg: PrepareConfig) -> None:
     """Fail early, before any work, when the chosen target source is unusable."""
     if cfg.source is TargetSource.RADIOMAPSEER:
-        radiomapseer_gain_dir(Path(cfg.radiomapseer_dir), dynamic=cfg.dynamic)
+        # Every gain file's header, here: a bad file found inside a fanned-out task would
+        # surface as an orchestrator traceback (and a pointless retry) instead of one line.
+        wanted = [(job.map_id, tx_id) for job in plan_jobs(cfg) for tx_id in job.tx_ids]
+        check_gain_files(Path(cfg.radiomapseer_dir), wanted, dynamic=cfg.dynamic)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +36,46 @@ def radiomapseer_gain_dir(root: Path, *, dynamic: bool) -> Path:
 
 def radiomapseer_gray(root: Path, map_id: int, tx_ids: list[int], *, dynamic: bool) -> np.ndarray:
     """Real RadioMapSeer DPM gains `{map}_{tx}.png`, `[K, 256, 256]` uint8 gray."""
-    from PIL import Image
-
     gain_dir = radiomapseer_gain_dir(root, dynamic=dynamic)
     maps = []
     for tx_id in tx_ids:
         path = gain_dir / f"{map_id}_{tx_id}.png"
-        if not path.is_file():
-            raise UserError(f"missing RadioMapSeer gain map: {path}")
-        with Image.open(path) as image:
-            gray = np.asarray(image.convert("L"))
-        if gray.shape != (256, 256):
-            raise UserError(f"{path}: shape {gray.shape}, expected 256x256")
-        maps.append(gray)
+        with _open_gray(path) as image:
+            maps.append(_decode(image, path))
     return np.stack(maps)
+
+
+def check_gain_files(root: Path, wanted: Iterable[tuple[int, int]], *, dynamic: bool) -> None:
+    """Check the header of every gain PNG `(map_id, tx_id)` in `wanted` before any work: it
+    exists, is 8-bit gray and 256 x 256. Reads no pixels, so thousands of files take a second."""
+    gain_dir = radiomapseer_gain_dir(root, dynamic=dynamic)
+    for map_id, tx_id in wanted:
+        with _open_gray(gain_dir / f"{map_id}_{tx_id}.png"):
+            pass
+
+
+@contextlib.contextmanager
+def _open_gray(path: Path) -> Iterator:
+    """The PIL image at `path`, checked to be an 8-bit gray 256 x 256 PNG; anything else (16-bit,
+    colour, another size, not an image) is a UserError, since converting would change the gains."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UserError(f"missing RadioMapSeer gain map: {path}")
+    try:
+        image = Image.open(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc})") from None
+    with image:
+        if image.mode != "L":
+            raise UserError(f"{path}: image mode {image.mode}, expected an 8-bit gray PNG (mode L)")
+        if image.size != (256, 256):
+            raise UserError(f"{path}: size {image.size[1]}x{image.size[0]}, expected 256x256")
+        yield image
+
+
+def _decode(image, path: Path) -> np.ndarray:
+    try:
+        return np.asarray(image)
+    except OSError as exc:  # a file cut short: the header was fine, the pixels are not
+        raise UserError(f"{path}: not a readable image ({exc})") from None

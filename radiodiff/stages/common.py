@@ -12,7 +12,7 @@ import torch
 
 from radiodiff.data.assemble import INDEX_FILE
 from radiodiff.errors import UserError
-from radiodiff.io import atomic_path
+from radiodiff.io import atomic_path, safe_child
 from radiodiff.typed_yaml import plain
 
 MODEL_FORMAT = 1
@@ -22,7 +22,7 @@ def run_folder(root: Path, stage: str, *parts: Any) -> Path:
     """A resume folder for `stage`, keyed by a hash of `parts` (configs, input digests): a
     restart with the same inputs resumes there; changed inputs never resume stale state."""
     digest = hashlib.sha256(json.dumps([plain(p) for p in parts], sort_keys=True, default=str).encode())
-    return Path(root) / stage / digest.hexdigest()[:16]
+    return safe_child(root, stage) / digest.hexdigest()[:16]
 
 
 def file_digest(path: Path) -> str:
