@@ -23,6 +23,7 @@ for _name, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "
 
 import mlflow  # noqa: E402  (after the telemetry switches, which mlflow reads at import)
 
+from radiodiff.tracking.crashes import fail_orphaned_runs, owner_tags, sigterm_raises  # noqa: E402
 from radiodiff.typed_yaml import plain  # noqa: E402
 
 EXPERIMENT = "radiodiff"
@@ -103,18 +104,29 @@ class StageRun:
 
 @contextlib.contextmanager
 def stage_run(stage: str, config: Any, *, profile: str = "default", tags: Mapping[str, str] | None = None,
-              parent: bool = False) -> Iterator[StageRun]:
+              parent: bool = False, run_id: str | None = None) -> Iterator[StageRun]:
     """Open one MLflow run for `stage`, log `config` as params; mark it FAILED if the body raises.
 
     `parent=False` opens a top-level run; nested runs (Optuna trials) pass `parent=True`.
+    `run_id` re-opens that run instead (a resumed Optuna study): tags are set again, params
+    are not (MLflow params are write-once).
     """
     configure()
+    fail_orphaned_runs(stage, mlflow.get_experiment_by_name(EXPERIMENT).experiment_id)  # runs of killed processes
     flat = flatten_params(config)
-    run_tags = {"stage": stage, "git_commit": _git_commit(), "params_hash": params_hash(flat), "profile": profile}
+    run_tags = {"stage": stage, "git_commit": _git_commit(), "params_hash": params_hash(flat), "profile": profile,
+                **owner_tags()}
+    # Set by pipelines/flows.py for the stage processes it launches: a person goes from this
+    # run to its Prefect flow run, and a paper-profile run says so.
+    for tag, variable in (("prefect_flow_run_id", "RADIODIFF_FLOW_RUN_ID"), ("profile", "RADIODIFF_PROFILE")):
+        if os.environ.get(variable):
+            run_tags[tag] = os.environ[variable]
     run_tags.update(tags or {})
-    # MLflow's run context ends the run FAILED when the body raises.
-    with mlflow.start_run(run_name=stage, tags=run_tags, nested=parent) as run:
-        mlflow.log_params(flat)
+    # MLflow's run context ends the run FAILED when the body raises, and on SIGTERM.
+    with sigterm_raises(), mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, tags=run_tags,
+                                            nested=parent) as run:
+        if run_id is None:
+            mlflow.log_params(flat)
         yield StageRun(run)
 
 

@@ -26,6 +26,7 @@ FORMAT = "radiodiff-checkpoint"
 VERSION = 1
 _KEYS = {"step", "model", "ema", "optimizer", "rng", "extra", "loop_state"}
 _NAME = re.compile(r"^step_(\d+)\.pt$")
+_TEMP_NAME = re.compile(r"^\.step_\d+\.pt\..+\.tmp$")  # what `atomic_path` writes before the rename
 # Exact types: subclasses such as numpy.float64 or namedtuples would pickle as classes
 # that a weights_only load refuses.
 _PLAIN_SCALARS = (bool, int, float, str, type(None))
@@ -143,10 +144,17 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
 
 
 def prune_checkpoints(directory: str | os.PathLike, *, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest checkpoints in `directory`; return the deleted paths."""
+    """Delete all but the `keep` newest checkpoints in `directory`, and the temporary files of
+    writes that a killed process never finished; return the deleted paths.
+
+    Call it only from the one process that writes checkpoints to `directory`, after a save:
+    any temporary file then left is a dead write's (one per kill, each as large as a checkpoint).
+    """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
     doomed = [path for _, path in _checkpoints(directory)[:-keep]]
+    if Path(directory).is_dir():
+        doomed += [path for path in Path(directory).iterdir() if _TEMP_NAME.match(path.name)]
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
