@@ -3,18 +3,24 @@
     radiodiff predict --buildings FILE.png --tx ROW COL --out FILE.png [--cars FILE.png]
                       [--bank PATH] [--samples K] [--uncertainty FILE.png]
                       [--models DIR] [--params FILE] [--threads N]
+    radiodiff predict --queries FILE.jsonl --out DIR [--bank PATH] [--samples K] ...
 
 Inputs are RadioMapSeer-style masks (256 x 256 binary PNG, 255 = building or car) and the Tx
 pixel on them. The output is an 8-bit gray PNG at the model's resolution (gray = 255 * gain).
 With --bank, the layout's stage-1 midpoint comes from the bank (or is computed and added to
 it); --samples K averages K seeds, and --uncertainty writes their per-pixel spread
-(255 = std 0.5). Every input is checked before the model runs; outputs are written atomically.
+(255 = std 0.5). --queries answers many queries in one process, one by one as a server
+would (one JSON object a line: {"buildings": "a.png", "tx": [row, col], "cars": "c.png"},
+paths relative to the file), writing DIR/00000.png, DIR/00001.png, ... in line order.
+Every input is checked before the model runs; outputs are written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +38,14 @@ def add_parser(subparsers) -> None:
         description="\n\n".join(__doc__.split("\n\n")[:3]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--buildings", type=Path, required=True, metavar="FILE.png",
+    parser.add_argument("--buildings", type=Path, metavar="FILE.png",
                         help="layout: 256x256 binary PNG, 255 = building")
-    parser.add_argument("--tx", type=int, nargs=2, required=True, metavar=("ROW", "COL"),
-                        help="Tx pixel on --buildings (0..255)")
+    parser.add_argument("--tx", type=int, nargs=2, metavar=("ROW", "COL"), help="Tx pixel on --buildings (0..255)")
     parser.add_argument("--cars", type=Path, metavar="FILE.png", help="car mask: 256x256 binary PNG, 255 = car")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="output gain PNG")
+    parser.add_argument("--queries", type=Path, metavar="FILE.jsonl",
+                        help="many queries, one JSON object a line, instead of --buildings/--tx/--cars")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.png|DIR",
+                        help="output gain PNG (with --queries: output folder, created if missing)")
     parser.add_argument("--bank", type=Path, metavar="PATH", help="midpoint bank directory (default: no bank)")
     parser.add_argument("--samples", type=int, default=1, metavar="K", help="seeds averaged (default 1)")
     parser.add_argument("--uncertainty", type=Path, metavar="FILE.png",
@@ -54,6 +62,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `predict` for parsed arguments; returns the exit code (UserError on bad input)."""
+    from radiodiff.cli.queries import read_queries
     from radiodiff.config import load_params
     from radiodiff.data.layout import read_mask_png
     from radiodiff.serve import FluxPredictor, prepare_query
@@ -63,15 +72,19 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)  # an entry point: the library never sets thread counts
     params = load_params(args.params)
-    buildings = read_mask_png(args.buildings)
-    cars = None if args.cars is None else read_mask_png(args.cars)
-    query = prepare_query(buildings, tuple(args.tx), cars, params.prepare.resolution)
+    if args.queries is not None:
+        queries = read_queries(args.queries, params.prepare.resolution)
+    else:
+        cars = None if args.cars is None else read_mask_png(args.cars)
+        queries = [prepare_query(read_mask_png(args.buildings), tuple(args.tx), cars, params.prepare.resolution)]
     ldm_path, vae_path = _model_files(args.models)
     predictor = FluxPredictor.from_files(ldm_path=ldm_path, vae_path=vae_path, flux=params.flux,
                                          resolution=params.prepare.resolution,
                                          tail_path=args.models / "flux_tail.pt", bank_dir=args.bank)
+    if args.queries is not None:
+        return _answer_each(predictor, queries, args)
     start = time.perf_counter()
-    gain, std, stats = predictor.predict([query], samples=args.samples)
+    gain, std, stats = predictor.predict(queries, samples=args.samples)
     elapsed_ms = (time.perf_counter() - start) * 1e3
     _write_png(args.out, np.rint(gain[0] * 255.0))
     written = str(args.out)
@@ -85,12 +98,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
+    """Answer `queries` one at a time, as a server would (a miss stored in the bank serves the
+    queries after it), writing the gain of query i to `--out`/i.png (zero-padded) atomically."""
+    args.out.mkdir(exist_ok=True)
+    digits = max(5, len(str(len(queries) - 1)))
+    totals = Counter()
+    seconds = []
+    for i, query in enumerate(queries):
+        start = time.perf_counter()
+        gain, _, stats = predictor.predict([query], samples=args.samples)
+        seconds.append(time.perf_counter() - start)
+        totals.update(stats)
+        _write_png(args.out / f"{i:0{digits}d}.png", np.rint(gain[0] * 255.0))
+    side = predictor.resolution
+    plural = "" if args.samples == 1 else "s"
+    bank = "none" if args.bank is None else ", ".join(
+        f"{totals[name]} {word}" for name, word in (("bank_hits", "hit"), ("bank_nearest", "nearest"),
+                                                     ("bank_misses", "miss")))
+    print(f"wrote {len(queries)} maps to {args.out} ({side}x{side}, {args.samples} sample{plural}, "
+          f"bank: {bank}, median {1e3 * statistics.median(seconds):.0f} ms/map)")
+    return 0
+
+
 def _check_options(args: argparse.Namespace) -> None:
     """Reject flag mistakes before reading any file."""
     if args.samples < 1:
         raise UserError(f"--samples must be >= 1, got {args.samples}")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.queries is not None:
+        _check_batch_options(args)
+        return
+    if args.buildings is None or args.tx is None:
+        raise UserError("give --buildings FILE.png and --tx ROW COL, or --queries FILE.jsonl")
     if args.uncertainty is not None and args.samples < 2:
         raise UserError("--uncertainty needs --samples K with K > 1 (the spread of K samples)")
     for flag, path in (("--out", args.out), ("--uncertainty", args.uncertainty)):
@@ -100,8 +141,22 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be a .png file, got {path}")
         if not path.parent.is_dir():
             raise UserError(f"{flag}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file name ending in .png")
     if args.uncertainty is not None and args.uncertainty.resolve() == args.out.resolve():
         raise UserError("--uncertainty and --out must be different files")
+
+
+def _check_batch_options(args: argparse.Namespace) -> None:
+    """Flag mistakes of `--queries` mode: --out is a folder, the single-query flags do not apply."""
+    single = [flag for flag, value in (("--buildings", args.buildings), ("--tx", args.tx), ("--cars", args.cars),
+                                       ("--uncertainty", args.uncertainty)) if value is not None]
+    if single:
+        raise UserError(f"--queries takes its layouts and Tx from the file; drop {', '.join(single)}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out: with --queries it is an output folder, and {args.out} is a file")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out: folder {args.out.parent} does not exist")
 
 
 def _model_files(models: Path) -> tuple[Path, Path]:
@@ -128,5 +183,8 @@ def _write_png(path: Path, gray: np.ndarray) -> None:
 
     from radiodiff.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).save(tmp, format="PNG")
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).save(tmp, format="PNG")
+    except OSError as exc:  # a full disk or a read-only folder: the user's to fix, not a bug
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -22,6 +22,7 @@ from radiodiff.stages.common import dataset_digest, load_model_file, predict_all
 from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
+from radiodiff.training.rng import seeded_init
 
 KIND = "baseline"
 EVAL_BATCH = 64
@@ -65,7 +66,8 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
     """Train on the train split (resumable from `work_dir`) and measure on the test split."""
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
-    model = build_baseline(cfg, condition.channels)
+    with seeded_init(cfg.train.seed):
+        model = build_baseline(cfg, condition.channels)
     result = train_loop(
         model=model, loss_fn=_loss_fn, config=cfg.train, log=log, progress=progress,
         val_fn=lambda current, step: evaluate_baseline(current, val, limit=256)[0],

@@ -24,8 +24,8 @@ from radiodiff.stages.common import batched, dataset_digest, file_digest, load_m
 from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.stages.vae import load_vae
 from radiodiff.training.batching import loader_factory
-from radiodiff.training.loop import train_loop
-from radiodiff.training.rng import seeded_generator
+from radiodiff.training.loop import StopFn, train_loop
+from radiodiff.training.rng import seeded_generator, seeded_init
 
 KIND = "ldm"
 EVAL_BATCH = 64
@@ -119,11 +119,13 @@ def sample_metrics(model: LatentDiffusion, dataset, steps: int, limit: int | Non
 
 
 def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, vae_path: Path, work_dir: Path,
-              log, progress: bool = True) -> LDMResult:
-    """Train the denoiser on pre-encoded train latents (resumable), then sample the test split."""
+              log, progress: bool = True, should_stop: StopFn | None = None) -> LDMResult:
+    """Train the denoiser on pre-encoded train latents (resumable), then sample the test split.
+    `should_stop(step, val_metrics)` runs after each validation (Optuna's pruning hook)."""
     vae, scale = load_vae(vae_path)
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_steps)
-    unet = build_unet(cfg, condition.channels, vae.latent_channels)
+    with seeded_init(cfg.train.seed):
+        unet = build_unet(cfg, condition.channels, vae.latent_channels)
     bundle = lambda net: LatentDiffusion(net, vae, schedule, cfg.diffusion.prediction, scale,  # noqa: E731
                                          cfg.diffusion.preconditioning)
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
@@ -135,7 +137,7 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
 
     result = train_loop(
         model=unet, loss_fn=_loss_fn(cfg, schedule, dynamic_channel_mask(condition.encodings)), config=cfg.train,
-        log=log, val_fn=val_fn, progress=progress,
+        log=log, val_fn=val_fn, progress=progress, should_stop=should_stop,
         batches=loader_factory(latents, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
                                num_workers=cfg.data.workers),
         checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir), file_digest(vae_path)),

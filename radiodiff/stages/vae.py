@@ -20,6 +20,7 @@ from radiodiff.data.scaling import to_gain, to_model_scale
 from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
+from radiodiff.training.rng import seeded_init
 
 KIND = "vae"
 EVAL_BATCH = 64
@@ -63,7 +64,8 @@ def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progres
     estimate the latent scale, and measure reconstruction on the test split."""
     train = RadioMapDataset(dataset_dir, "train", ())
     val = RadioMapDataset(dataset_dir, "val", ())
-    model = build_vae(cfg)
+    with seeded_init(cfg.train.seed):
+        model = build_vae(cfg)
 
     def val_fn(current, step):
         pred, target, _ = predict_all(lambda b: reconstruct(current, b), val, EVAL_BATCH, limit=256)

@@ -21,6 +21,7 @@ STREAM_BATCH_ORDER = 0
 STREAM_TRAIN_STEP = 1
 STREAM_VALIDATION = 2
 STREAM_LOADER = 3
+STREAM_INIT = 4
 
 
 def derive_seed(*keys: int) -> int:
@@ -54,6 +55,15 @@ def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices, device_type=device_type):
         torch.manual_seed(seed)
         yield
+
+
+def seeded_init(seed: int) -> contextlib.AbstractContextManager[None]:
+    """Seed the initial weights of modules built in the body from the run `seed`.
+
+    `nn.Module` constructors draw from torch's global generator, which a fresh process seeds
+    at random: without this, two runs of the same params start from different weights.
+    """
+    return seeded_global_rng(derive_seed(seed, STREAM_INIT), torch.device("cpu"))
 
 
 def _device_index(device: torch.device) -> int:
