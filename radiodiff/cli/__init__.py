@@ -14,13 +14,14 @@ from radiodiff.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from radiodiff.cli import bank, predict, simulate
+    from radiodiff.cli import bank, predict, simulate, tune
 
     parser = argparse.ArgumentParser(prog="radiodiff", description="Radio maps by latent diffusion with midpoint reuse.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     simulate.add_parser(subparsers)
     bank.add_parser(subparsers)
     predict.add_parser(subparsers)
+    tune.add_parser(subparsers)
     return parser
 
 

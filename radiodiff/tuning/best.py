@@ -1,0 +1,67 @@
+"""The best trial's params as files: `best_params.yaml` (readable, and `read_best` takes it back)
+and `best_params.args`, one `-S ++key=value` per line (Hydra's "set or add": a profile may leave
+the key to its dataclass default), so that
+
+    dvc exp run $(cat tune/best_params.args)
+
+runs the pipeline with them. Both are written atomically."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from radiodiff.errors import UserError
+from radiodiff.io import atomic_write_text
+
+BEST_YAML = "best_params.yaml"
+BEST_ARGS = "best_params.args"
+# `$(cat FILE)` splits words on whitespace and does not honour quotes, so a value must be one
+# plain word; DVC parses it as YAML (Hydra override syntax), the same as it would in params.yaml.
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.+\-]+")
+
+
+def write_best(directory: Path, *, study: str, storage: Path, metric: str, trial: int, value: float,
+               params: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write both files into `directory`; returns (yaml path, args path)."""
+    record = {"study": study, "storage": str(storage), "trial": trial, "metric": metric, "value": float(value),
+              "params": dict(params)}
+    header = f"# Best trial of Optuna study {study!r}; apply with: dvc exp run $(cat {directory / BEST_ARGS})\n"
+    yaml_path, args_path = Path(directory) / BEST_YAML, Path(directory) / BEST_ARGS
+    atomic_write_text(yaml_path, header + yaml.safe_dump(record, sort_keys=False))
+    atomic_write_text(args_path, set_param_args(params))
+    return yaml_path, args_path
+
+
+def set_param_args(params: Mapping[str, Any]) -> str:
+    """`-S ++key=value` lines for `dvc exp run` (a UserError for a value that is not one plain word)."""
+    return "".join(f"-S ++{key}={_arg_value(key, value)}\n" for key, value in params.items())
+
+
+def _arg_value(key: str, value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}: {value} cannot be written to params.yaml")
+    text = repr(value) if isinstance(value, float) else str(value)
+    if not _PLAIN_WORD.fullmatch(text):
+        raise UserError(f"{key}: value {text!r} is not one plain word; set it in params.yaml by hand")
+    return text
+
+
+def read_best(path: Path) -> dict[str, Any]:
+    """The params mapping (dotted key -> value) of a `best_params.yaml`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"best params file not found: {path}")
+    record = yaml.safe_load(path.read_text())
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
+        raise UserError(f"{path}: not a best-params file (no `params` mapping)")
+    return dict(record["params"])
