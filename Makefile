@@ -46,6 +46,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate.py
 	$(BIN)/python benchmarks/models.py
 
+# Both UIs on loopback: Prefect's server in the background, MLflow's in the foreground (one
+# worker, no GenAI job runner: light on 2 cores); Ctrl-C stops both (after a hard kill:
+# `prefect server stop`).
+MLFLOW_UI_PORT ?= 5000
+PREFECT_UI_PORT ?= 4200
 ui: $(STAMP)
-	@echo "MLflow UI on http://127.0.0.1:5000 (Ctrl-C to stop)"
-	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	@mkdir -p mlruns
+	@prefect server start --host 127.0.0.1 --port $(PREFECT_UI_PORT) --background > /dev/null
+	@echo "Prefect UI on http://127.0.0.1:$(PREFECT_UI_PORT), MLflow UI on http://127.0.0.1:$(MLFLOW_UI_PORT) (Ctrl-C stops both)"
+	@trap 'prefect server stop > /dev/null' EXIT INT TERM; \
+	  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+	    --host 127.0.0.1 --port $(MLFLOW_UI_PORT) --workers 1

@@ -1,0 +1,278 @@
+"""The registered RadioDiff-Flux pyfunc: request checks, and `mlflow models serve` answering like
+`radiodiff predict` on the same input (toy models of conftest, a small bank, a tuned tail)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from radiodiff.config import FluxConfig
+from radiodiff.errors import UserError
+from radiodiff.tracking.registry import FluxPyfunc
+from radiodiff.tracking.request import parse_request
+
+SIDE = 256
+FLUX = FluxConfig(t_mids=(30,), t_mid=30, prefix_steps=2, tail_steps=2, seeds=(0,), use_tuned_tail=True)
+RES = 32  # the conftest dataset's resolution
+MAX_ROWS = 2  # small, so the row limit is cheap to hit over HTTP
+
+
+def _blocks() -> np.ndarray:
+    buildings = np.zeros((SIDE, SIDE), dtype=np.uint8)
+    buildings[48:112, 48:112] = 1
+    return buildings
+
+
+def _rejects(model_input, match: str, max_rows: int = 16) -> None:
+    with pytest.raises(UserError, match=match):
+        parse_request(model_input, max_rows=max_rows)
+
+
+def test_parse_request_accepts_a_map_a_dataframe_and_a_batch():
+    (one,) = parse_request({"buildings": _blocks(), "tx": [10, 20]})
+    assert one.tx == (10, 20) and one.cars is None and one.buildings.dtype == bool and one.buildings[50, 50]
+    cars = np.zeros((SIDE, SIDE))
+    cars[0:4, 0:8] = 1
+    frame = pd.DataFrame({"buildings": [_blocks().tolist(), _blocks()], "tx": [[1, 2], np.array([3, 4])],
+                          "cars": [None, cars], "note": ["ignored", "too"]})
+    first, second = parse_request(frame)
+    assert first.cars is None and second.cars[2, 3] and second.tx == (3, 4)
+    batch = parse_request({"buildings": np.stack([_blocks()] * 3), "tx": np.array([[1, 2], [3, 4], [5, 6]])})
+    assert [m.tx for m in batch] == [(1, 2), (3, 4), (5, 6)]
+    assert parse_request({"buildings": _blocks(), "tx": [1.0, 2.0], "cars": float("nan")})[0].cars is None
+
+
+@pytest.mark.parametrize("model_input, match", [
+    ({"buildings": _blocks()[:128, :128], "tx": [1, 2]},
+     r"map 0: buildings: layout has shape \(128, 128\), expected 256x256"),
+    ({"buildings": _blocks()[None, None], "tx": [1, 2]}, "expected 256x256"),
+    ({"buildings": np.where(_blocks() > 0, np.nan, 0.0), "tx": [1, 2]}, "finite numbers"),
+    ({"buildings": _blocks() * 0.5, "tx": [1, 2]}, "not binary"),
+    ({"buildings": _blocks(), "tx": [1, 2], "cars": np.ones((SIDE, 8))}, "map 0: cars: layout has shape"),
+    ({"buildings": _blocks(), "tx": [1.5, 2]}, "whole pixel numbers"),
+    ({"buildings": _blocks(), "tx": [np.nan, 2]}, "whole pixel numbers"),
+    ({"buildings": _blocks(), "tx": [1, 2, 3]}, r"two numbers \(row, col\)"),
+    ({"buildings": _blocks(), "tx": [1e40, 2]}, "outside the 256x256 map"),
+    ({"buildings": [["a"] * SIDE] * SIDE, "tx": [1, 2]}, "expected numbers"),
+    ({"buildings": [[0, 1], [0]], "tx": [1, 2]}, "not a rectangular array"),
+    ({"buildings": _blocks()}, "lacks field.*tx"),
+    ({"buildings": np.stack([_blocks()] * 2), "tx": [[1, 2]] * 3}, r"a batch needs .* tx \(3, 2\)"),
+    (pd.DataFrame({"buildings": [], "tx": []}), "holds no map"),
+    ([_blocks()], "expected a pandas DataFrame or a dict"),
+], ids=["small", "4-d", "nan", "non-binary", "cars-shape", "tx-fraction", "tx-nan", "tx-three", "tx-huge",
+        "strings", "ragged", "no-tx", "batch-mismatch", "empty", "list"])
+def test_parse_request_refuses_bad_requests_with_one_clear_line(model_input, match):
+    _rejects(model_input, match)
+
+
+def test_the_row_limit_is_checked_before_any_map():
+    garbage = pd.DataFrame({"buildings": ["x", "y", "z"], "tx": [None] * 3})
+    _rejects(garbage, "holds 3 maps; at most 2 per request", max_rows=2)
+
+
+def test_an_unloaded_model_still_refuses_a_bad_request_as_an_mlflow_error():
+    # The check runs before the predictor is touched: a clear 400, not a crash in torch.
+    with pytest.raises(MlflowException, match="bad request: map 0: buildings"):
+        FluxPyfunc().predict(None, {"buildings": np.zeros((64, 64)), "tx": [1, 2]})
+
+
+def test_scratch_folders_of_exited_processes_are_removed(tmp_path, monkeypatch):
+    from radiodiff.tracking.registry import SCRATCH_PREFIX, _scratch_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                            check=True)
+    dead = tmp_path / f"{SCRATCH_PREFIX}{int(exited.stdout)}-x"
+    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-y"
+    for folder in (dead, live):
+        (folder / "bank").mkdir(parents=True)
+    scratch = _scratch_folder()
+    assert not dead.exists() and live.exists()
+    assert Path(scratch.name).parent == tmp_path
+    assert Path(scratch.name).name.startswith(f"{SCRATCH_PREFIX}{os.getpid()}-")
+    scratch.cleanup()
+
+
+# ---- the registered model, served over HTTP ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served_files(dataset, vae_file, ldm_file, tmp_path_factory):
+    """A models folder (ldm, vae, a jittered tail), a bank of the dataset's scenes and a params file."""
+    from radiodiff.stages.bank import fill_bank, load_scenes
+    from radiodiff.stages.ldm import load_ldm
+    from radiodiff.stages.tail import save_tail
+
+    root = tmp_path_factory.mktemp("registry")
+    models = root / "models"
+    models.mkdir()
+    for name in ("ldm.pt", "vae.pt"):
+        shutil.copy2(dataset / "models" / name, models / name)
+    model, _, condition = load_ldm(models / "ldm.pt", models / "vae.pt")
+    tail = copy.deepcopy(model.unet)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a 4-step toy denoiser barely sees the Tx: a jittered tail makes maps differ
+        for param in tail.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    save_tail(models / "flux_tail.pt", tail, FLUX, models / "ldm.pt")
+    scenes = load_scenes(dataset / "data", ["train", "test"])
+    assert fill_bank(model, models / "ldm.pt", root / "bank", scenes, FLUX, condition.channels) == len(scenes.ids)
+    params = {"prepare": {"resolution": RES},
+              "flux": {"t_mids": [30], "t_mid": 30, "prefix_steps": 2, "tail_steps": 2, "seeds": [0]}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root, scenes.buildings[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _wait_for_ping(url: str, process: subprocess.Popen, log: Path, timeout: float = 100.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow models serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"mlflow models serve did not answer /ping in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(request, tmp_path):
+    """Start `mlflow models serve` for a model URI on a free loopback port; returns a function
+    (uri -> base url). The server and its uvicorn child are stopped in a finalizer."""
+    def start(model_uri: str) -> str:
+        port = _free_port()
+        bin_dir = str(Path(sys.executable).parent)
+        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+                   OMP_NUM_THREADS="1",  # one torch thread, as the tests run in (a busy 2-core machine)
+                   TMPDIR=str(tmp_path))  # the served bank's scratch copy stays inside the test's folder
+        log = tmp_path / "serve.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                 "--host", "127.0.0.1", "--port", str(port)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        request.addfinalizer(lambda: _stop(process))
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_ping(url, process, log)
+        return url
+    return start
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the server's process group (mlflow execs uvicorn in a child), hard after 15 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+
+
+def _png(path: Path, mask: np.ndarray) -> str:
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    return str(path)
+
+
+def _cli_gain(files: Path, tmp_path: Path, buildings: np.ndarray, tx, cars, capsys) -> np.ndarray:
+    """`radiodiff predict` on one map with a copy of the bank: gray PNG values `[R, R]` (0..255)."""
+    from radiodiff.cli import main
+
+    out = tmp_path / "cli_gain.png"
+    args = ["predict", "--buildings", _png(tmp_path / "buildings.png", buildings), "--tx", str(tx[0]), str(tx[1]),
+            "--out", str(out), "--models", str(files / "models"), "--params", str(files / "params.yaml"),
+            "--bank", str(tmp_path / "cli_bank")]
+    if cars is not None:
+        args += ["--cars", _png(tmp_path / "cars.png", cars)]
+    assert main(args) == 0
+    assert "bank: nearest" in capsys.readouterr().out  # the same stored midpoint the server takes
+    return np.asarray(Image.open(out), dtype=np.float64)
+
+
+@pytest.mark.slow
+def test_served_model_answers_like_radiodiff_predict_and_refuses_bad_requests(
+        served_files, mlflow_store, server, tmp_path, capsys):
+    import mlflow
+
+    from radiodiff import tracking
+    from radiodiff.stages.bank import model_hash
+    from radiodiff.tracking.registry import MODEL_NAME, register_flux_model
+
+    files, scene = served_files
+    models = files / "models"
+    with tracking.stage_run("evaluate", {"flux": FLUX}):
+        version = register_flux_model(ldm_path=models / "ldm.pt", vae_path=models / "vae.pt", flux=FLUX,
+                                      resolution=RES, tail_path=models / "flux_tail.pt", bank_dir=files / "bank",
+                                      tags={"flux_nmse": 0.123456789}, max_rows=MAX_ROWS)
+    assert version == 1
+    tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, "1").tags
+    assert tags["model_hash"] == model_hash(models / "ldm.pt") and tags["flux_nmse"] == "0.123457"
+    assert tags["tail"] == "true" and tags["bank"] == "true"
+
+    # A layout of the bank at 1 m: its 8 m majority is the stored scene (a nearest hit at distance 0).
+    buildings = np.kron(scene, np.ones((SIDE // RES, SIDE // RES), dtype=bool))
+    free = np.argwhere(~scene)
+    txs = [tuple(int(v) * (SIDE // RES) + 4 for v in free[0]), tuple(int(v) * (SIDE // RES) + 4 for v in free[-1])]
+    cars = np.zeros((SIDE, SIDE), dtype=bool)
+    cars[100:108, 0:64] = True
+    # A record without cars says `"cars": null`: MLflow's parser refuses a key missing from one record.
+    good = {"dataframe_records": [{"buildings": buildings.astype(int).tolist(), "tx": list(txs[0]), "cars": None},
+                                  {"buildings": buildings.astype(int).tolist(), "tx": list(txs[1]),
+                                   "cars": cars.astype(int).tolist()}]}
+    shutil.copytree(files / "bank", tmp_path / "cli_bank")
+
+    url = server(f"models:/{MODEL_NAME}/{version}")
+    status, body = _post(url + "/invocations", good)
+    assert status == 200
+    served = np.asarray(body["predictions"], dtype=np.float64)
+    assert served.shape == (2, RES, RES) and 0.0 <= served.min() and served.max() <= 1.0
+    assert not np.allclose(served[0], served[1])
+    for row, (tx, row_cars) in enumerate(zip(txs, (None, cars))):
+        gray = _cli_gain(files, tmp_path, buildings, tx, row_cars, capsys)
+        # The PNG holds rint(255 * gain): equal gains land within half a gray level.
+        assert np.abs(served[row] * 255.0 - gray).max() <= 0.51
+
+    small = {"dataframe_records": [{"buildings": buildings[:128, :128].astype(int).tolist(), "tx": [1, 2]}]}
+    status, body = _post(url + "/invocations", small)
+    assert 400 <= status < 500 and "map 0: buildings: layout has shape (128, 128), expected 256x256" in body["message"]
+    status, body = _post(url + "/invocations", {"dataframe_records": good["dataframe_records"] * 2})
+    assert 400 <= status < 500 and "holds 4 maps; at most 2 per request" in body["message"]
+    status, body = _post(url + "/invocations", good)  # the server survived and still answers the same
+    assert status == 200 and np.allclose(np.asarray(body["predictions"]), served, atol=1e-6)
