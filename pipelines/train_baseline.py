@@ -6,7 +6,7 @@ from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
 from pipelines._stage import (
-    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, publish_training, stage_main,
+    DATASET_DIR, MODELS_DIR, WORK_DIR, Launch, example_sample, ignore_log, publish_training, stage_main,
 )
 from prefect import flow
 
@@ -31,7 +31,14 @@ def train_baseline_flow(cfg: BaselineConfig, condition: ConditionConfig, dataset
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, lambda params: train_baseline_flow(params.baseline, params.condition))
+    return stage_main(argv, __doc__, lambda params: train_baseline_flow(params.baseline, params.condition), LAUNCH)
+
+
+LAUNCH = Launch(
+    module="pipelines.train_baseline", loop=lambda params: params.baseline.train,
+    worker=lambda params: train_baseline(params.baseline, params.condition, dataset_dir=DATASET_DIR,
+                                         work_dir=WORK_DIR, log=ignore_log, progress=False),
+)
 
 
 if __name__ == "__main__":

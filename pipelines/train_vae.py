@@ -6,7 +6,7 @@ from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
 from pipelines._stage import (
-    DATASET_DIR, MODELS_DIR, WORK_DIR, example_sample, publish_training, stage_main,
+    DATASET_DIR, MODELS_DIR, WORK_DIR, Launch, example_sample, ignore_log, publish_training, stage_main,
 )
 from prefect import flow
 
@@ -30,7 +30,14 @@ def train_vae_flow(cfg: VAEConfig, dataset_dir: str = str(DATASET_DIR), model_pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, lambda params: train_vae_flow(params.vae))
+    return stage_main(argv, __doc__, lambda params: train_vae_flow(params.vae), LAUNCH)
+
+
+LAUNCH = Launch(
+    module="pipelines.train_vae", loop=lambda params: params.vae.train,
+    worker=lambda params: train_vae(params.vae, dataset_dir=DATASET_DIR, work_dir=WORK_DIR, log=ignore_log,
+                                    progress=False),
+)
 
 
 if __name__ == "__main__":

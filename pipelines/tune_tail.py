@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import DATASET_DIR, MODELS_DIR, WORK_DIR, stage_main, write_metrics
+from pipelines._stage import DATASET_DIR, MODELS_DIR, WORK_DIR, Launch, ignore_log, stage_main, write_metrics
 from prefect import flow
 
 from pipelines.build_bank import BANK_DIR
@@ -37,8 +37,22 @@ def tune_tail_flow(cfg: FluxConfig, condition: ConditionConfig, dataset_dir: str
     return metrics
 
 
+def _tail_worker(params) -> None:
+    """A torchrun rank other than 0: the same fine-tuning, without tracking or outputs."""
+    from radiodiff.stages.ldm import load_ldm
+    from radiodiff.stages.tail import train_tail
+
+    ldm_path = MODELS_DIR / "ldm.pt"
+    model, _, _ = load_ldm(ldm_path, MODELS_DIR / "vae.pt")
+    train_tail(model, params.flux, params.condition, ldm_path=ldm_path, dataset_dir=DATASET_DIR, bank_dir=BANK_DIR,
+               work_dir=WORK_DIR, log=ignore_log, progress=False)
+
+
+LAUNCH = Launch(module="pipelines.tune_tail", loop=lambda params: params.flux.tail_tune.train, worker=_tail_worker)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, lambda params: tune_tail_flow(params.flux, params.condition))
+    return stage_main(argv, __doc__, lambda params: tune_tail_flow(params.flux, params.condition), LAUNCH)
 
 
 if __name__ == "__main__":

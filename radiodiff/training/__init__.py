@@ -2,7 +2,8 @@
 
 One concept per module: `config` (LoopConfig, OptimConfig), `lr_schedule`, `ema`,
 `batching` (seeded resumable batch order), `rng` (per-step seeds, RNG state),
-`checkpoint` (atomic save, weights_only load) and `loop` (`train_loop`).
+`checkpoint` (atomic save, weights_only load), `distributed` (DDP over torchrun
+processes: sharded batches, rank-0 side effects) and `loop` (`train_loop`).
 """
 
 from radiodiff.training.batching import BatchOrder, ResumableBatchSampler, loader_factory

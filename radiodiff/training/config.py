@@ -65,6 +65,9 @@ class LoopConfig:
       always logs, validates and checkpoints.
     - keep_checkpoints: how many step checkpoints to keep on disk (newest first).
     - val_on_ema: hand the EMA model (not the live one) to `val_fn`.
+    - devices: processes (one per GPU, or CPU processes) the stage trains on; above 1 the
+      stage re-launches itself under torchrun and each rank takes a slice of every batch
+      (see `distributed`). Results are deterministic per `devices`, not across values of it.
     - optim: the optimizer settings.
     """
 
@@ -77,6 +80,7 @@ class LoopConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     val_on_ema: bool = True
+    devices: int = 1
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -85,7 +89,7 @@ class LoopConfig:
             self.optim.warmup_steps < self.total_steps,
             f"warmup_steps ({self.optim.warmup_steps}) must be below total_steps ({self.total_steps})",
         )
-        for name in ("accum_steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints"):
+        for name in ("accum_steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "devices"):
             _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         _require(self.seed >= 0, f"seed must be non-negative, got {self.seed}")
 

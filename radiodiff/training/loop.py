@@ -10,6 +10,10 @@ checkpoint holds the model, EMA, optimizer and process RNG states. So on CPU, a 
 stopped at any checkpoint and resumed in a fresh process ends with the same weights as an
 uninterrupted run. A dataset that draws random numbers itself (augmentation) must seed
 them from the sample index to keep that property with DataLoader workers.
+
+Under torchrun (`config.devices` > 1) each rank trains on its slice of every global
+micro-batch through DistributedDataParallel; only rank 0 logs, validates and writes
+checkpoints (see `distributed`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from radiodiff.errors import UserError
+from radiodiff.training import distributed
 from radiodiff.training.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -103,6 +109,8 @@ class _Run:
     checkpoint: Path | None = None
     stopped: bool = False
     micro_batches: Iterator[Any] | None = None
+    ranks: distributed.Ranks = field(default_factory=distributed.Ranks)
+    trainer: nn.Module | None = None  # what the forward passes call: the model, or its DDP wrapper
 
 
 def train_loop(
@@ -140,6 +148,10 @@ def train_loop(
       corrupt one raises UserError naming it; delete it to fall back to the one before).
       Checkpoints are written every `checkpoint_every` steps and at the end.
     - extra: plain values stored in every checkpoint (e.g. the VAE latent scale factor).
+
+    Under torchrun, every rank calls this with the same arguments and `config.devices`
+    equal to the world size; `log`, `val_fn` and `should_stop` then run on rank 0 only, and
+    every rank gets rank 0's validation metrics and stop decision.
     """
     model.train()
     run = _Run(
@@ -148,9 +160,11 @@ def train_loop(
         ema=EMA(model, decay=config.optim.ema_decay, start_step=config.optim.ema_start_step),
         config=config,
         device=_device_of(model),
+        ranks=_ranks(config),
     )
     hooks = _Hooks(log, val_fn, should_stop, None if checkpoint_dir is None else Path(checkpoint_dir), extra)
     rng_state = _resume(run, hooks.checkpoint_dir)
+    run.trainer = distributed.wrap_model(model)
     run.micro_batches = iter(batches(run.next_batch))
     if rng_state is not None:
         # After creating the iterator: a DataLoader may draw its base seed from the global RNG.
@@ -158,7 +172,8 @@ def train_loop(
     autocast = _autocast_factory(run.device, config.bf16)
     first_step, started = run.step, time.perf_counter()
     window: dict[str, list[float]] = {}
-    bar = tqdm(total=config.total_steps, initial=run.step, disable=None if progress else True, unit="step")
+    shown = progress and run.ranks.is_main
+    bar = tqdm(total=config.total_steps, initial=run.step, disable=None if shown else True, unit="step")
     try:
         while run.step < config.total_steps and not run.stopped:
             metrics, lr = _optimizer_step(run, loss_fn, autocast)
@@ -190,21 +205,25 @@ def _optimizer_step(
     run: _Run, loss_fn: LossFn, autocast: Callable[[], ContextManager]
 ) -> tuple[dict[str, float], float]:
     """Accumulate `accum_steps` micro-batch gradients, clip, step AdamW, update the EMA."""
-    config, model = run.config, run.model
+    config, model, ranks = run.config, run.model, run.ranks
     run.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     total_loss = torch.zeros((), device=run.device)
     for micro in range(config.accum_steps):
-        batch = _to_device(_next_batch(run), run.device)
-        seed = derive_seed(config.seed, STREAM_TRAIN_STEP, run.step, micro)
-        with seeded_global_rng(seed, run.device), autocast():
-            loss, metrics = loss_fn(model, batch, run.step, seeded_generator(seed, run.device))
-        # Mean over micro-batches, so k micro-batches of b equal one batch of k*b.
-        (loss / config.accum_steps).backward()
-        total_loss += loss.detach().float() / config.accum_steps
+        batch, share = distributed.shard_batch(_next_batch(run), ranks)
+        batch = _to_device(batch, run.device)
+        seed = derive_seed(config.seed, STREAM_TRAIN_STEP, run.step, micro, *ranks.seed_keys)
+        with distributed.gradient_sync(run.trainer, enabled=micro == config.accum_steps - 1):
+            with seeded_global_rng(seed, run.device), autocast():
+                loss, metrics = loss_fn(run.trainer, batch, run.step, seeded_generator(seed, run.device))
+            # Mean over micro-batches, so k micro-batches of b equal one batch of k*b; DDP
+            # averages over ranks, so weighting by share * world makes that the batch mean.
+            (loss * (share * ranks.world_size) / config.accum_steps).backward()
+        total_loss += loss.detach().float() * share / config.accum_steps
         for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + float(value) / config.accum_steps
+            sums[key] = sums.get(key, 0.0) + float(value) * share / config.accum_steps
     sums["loss"] = total_loss.item()
+    sums = distributed.sum_over_ranks(sums)
     if not math.isfinite(sums["loss"]):
         raise FloatingPointError(f"training loss is {sums['loss']} at step {run.step}")
     if config.optim.grad_clip is not None:
@@ -221,17 +240,24 @@ def _after_step(run: _Run, hooks: _Hooks, window: dict[str, list[float]], lr: fl
     config, step = run.config, run.step
     last = step == config.total_steps
     if hooks.val_fn is not None and (step % config.val_every == 0 or last):
-        run.val_metrics = _validate(run, hooks.val_fn)
-        hooks.log({f"val/{key}": value for key, value in run.val_metrics.items()}, step)
-        run.stopped = bool(hooks.should_stop is not None and hooks.should_stop(step, dict(run.val_metrics)))
+        outcome = _validate_on_main(run, hooks) if run.ranks.is_main else None
+        run.val_metrics, run.stopped = distributed.from_main(outcome)
     final = last or run.stopped
     if step % config.log_every == 0 or final:
         means = {key: sum(values) / len(values) for key, values in window.items()}
         window.clear()
         run.train_loss = means["loss"]
-        hooks.log({**{f"train/{key}": value for key, value in means.items()}, "train/lr": lr}, step)
+        if run.ranks.is_main:
+            hooks.log({**{f"train/{key}": value for key, value in means.items()}, "train/lr": lr}, step)
     if hooks.checkpoint_dir is not None and (step % config.checkpoint_every == 0 or final):
         _save(run, hooks.checkpoint_dir, hooks.extra)
+
+
+def _validate_on_main(run: _Run, hooks: _Hooks) -> tuple[dict[str, float], bool]:
+    """Validate, log the metrics and ask `should_stop`: (metrics, stop)."""
+    metrics = _validate(run, hooks.val_fn)
+    hooks.log({f"val/{key}": value for key, value in metrics.items()}, run.step)
+    return metrics, bool(hooks.should_stop is not None and hooks.should_stop(run.step, dict(metrics)))
 
 
 def _validate(run: _Run, val_fn: ValFn) -> dict[str, float]:
@@ -248,17 +274,21 @@ def _validate(run: _Run, val_fn: ValFn) -> dict[str, float]:
 
 
 def _save(run: _Run, directory: Path, extra: Mapping[str, Any] | None) -> None:
-    run.checkpoint = save_checkpoint(
-        checkpoint_path(directory, run.step),
-        model=run.model,
-        ema=run.ema,
-        optimizer=run.optimizer,
-        step=run.step,
-        rng=capture_rng_state(),
-        extra=extra,
-        loop_state={"next_batch": run.next_batch, "train_loss": run.train_loss, "val_metrics": run.val_metrics},
-    )
-    prune_checkpoints(directory, keep=run.config.keep_checkpoints)
+    path = checkpoint_path(directory, run.step)
+    if run.ranks.is_main:  # the ranks hold identical states: one writer
+        save_checkpoint(
+            path,
+            model=run.model,
+            ema=run.ema,
+            optimizer=run.optimizer,
+            step=run.step,
+            rng=capture_rng_state(),
+            extra=extra,
+            loop_state={"next_batch": run.next_batch, "train_loss": run.train_loss, "val_metrics": run.val_metrics},
+        )
+        prune_checkpoints(directory, keep=run.config.keep_checkpoints)
+    distributed.barrier()  # so that every rank's result names a file that exists
+    run.checkpoint = path
 
 
 def _resume(run: _Run, checkpoint_dir: Path | None) -> dict | None:
@@ -273,6 +303,14 @@ def _resume(run: _Run, checkpoint_dir: Path | None) -> dict | None:
     run.train_loss = loop_state.get("train_loss")
     run.val_metrics = dict(loop_state.get("val_metrics") or {})
     return ckpt.rng
+
+
+def _ranks(config: LoopConfig) -> distributed.Ranks:
+    ranks = distributed.current()
+    if ranks.world_size != config.devices:
+        raise UserError(f"training is configured for {config.devices} device(s) but runs in "
+                        f"{ranks.world_size} process(es): start it through its stage, which launches torchrun")
+    return ranks
 
 
 def _next_batch(run: _Run) -> Any:
