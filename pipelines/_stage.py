@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ for _name, _value in {
     "DVC_NO_ANALYTICS": "1",
     # Dask's workers log every start and stop at INFO; keep its errors only.
     "DASK_LOGGING__DISTRIBUTED": "error",
+    # The ephemeral API server a stage starts misses its 20 s default on a loaded 2-core machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }.items():
     os.environ.setdefault(_name, _value)
 
@@ -25,7 +28,7 @@ from prefect import task  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 
 from radiodiff.errors import UserError  # noqa: E402
-from radiodiff.io import atomic_write_text  # noqa: E402
+from radiodiff.io import atomic_write_text, safe_child  # noqa: E402
 
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
@@ -41,9 +44,26 @@ def run_stage(body: Callable[[], Any]) -> int:
     return 0
 
 
-def stage_main(argv: list[str] | None, description: str, body: Callable[[Any], Any]) -> int:
+@dataclass(frozen=True, kw_only=True)
+class Launch:
+    """How a training stage spreads over `LoopConfig.devices` processes under torchrun.
+
+    - module: the stage's module, re-run as `python -m module` by every rank.
+    - loop(params) -> LoopConfig: the stage's training settings (their `devices`).
+    - worker(params): what the ranks other than 0 run: the same training, without the
+      MLflow run and the output files, which rank 0 alone writes.
+    """
+
+    module: str
+    loop: Callable[[Any], Any]
+    worker: Callable[[Any], Any]
+
+
+def stage_main(argv: list[str] | None, description: str, body: Callable[[Any], Any],
+               launch: Launch | None = None) -> int:
     """The command line of a stage: `--params FILE`, parsed once, handed to `body(params)`
-    with torch given the machine's cores."""
+    with torch given the machine's cores; a training stage passes `launch` to run on several
+    devices. Returns the exit code."""
     import argparse
 
     from radiodiff.config import load_params
@@ -51,8 +71,34 @@ def stage_main(argv: list[str] | None, description: str, body: Callable[[Any], A
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
+    exit_code = 0
+
+    def staged() -> None:
+        nonlocal exit_code
+        exit_code = _run_or_launch(load_params(args.params), args.params, body, launch)
+
+    return run_stage(staged) or exit_code
+
+
+def _run_or_launch(params: Any, params_path: str, body: Callable[[Any], Any], launch: Launch | None) -> int:
+    """Run the stage in this process, or, when it trains on several devices and torchrun has
+    not started this process, re-run it under torchrun and return that run's exit code."""
+    from radiodiff.training import distributed
+
+    devices = 1 if launch is None else launch.loop(params).devices
+    if devices > 1 and not distributed.launched():
+        return distributed.launch(launch.module, ["--params", params_path], devices=devices)
     use_all_cores()
-    return run_stage(lambda: body(load_params(args.params)))
+    if launch is None:
+        body(params)
+        return 0
+    with distributed.process_group() as ranks:
+        (body if ranks.is_main else launch.worker)(params)
+    return 0
+
+
+def ignore_log(metrics: dict[str, float], step: int) -> None:
+    """The `log` of a training worker rank: rank 0 logs for all."""
 
 
 def publish_training(run: Any, stage: str, *, metrics: dict, figure: Any, figure_name: str, model_path: Path,
@@ -69,12 +115,13 @@ def publish_training(run: Any, stage: str, *, metrics: dict, figure: Any, figure
 
 
 def task_runner(workers: int, scheduler_address: str | None = None):
-    """A Dask-backed Prefect task runner: an existing scheduler when `scheduler_address` (or
-    `RADIODIFF_DASK_ADDRESS`) is set, else a local cluster of `workers` one-thread processes."""
+    """A Dask-backed Prefect task runner: an existing scheduler when `RADIODIFF_DASK_ADDRESS`
+    (a worker's own setting, so it wins) or `scheduler_address` (params `dask.address`) is set,
+    else a local cluster of `workers` one-thread processes."""
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner  # a declared dependency
 
-    address = scheduler_address or os.environ.get("RADIODIFF_DASK_ADDRESS")
+    address = os.environ.get("RADIODIFF_DASK_ADDRESS") or scheduler_address
     if address:
         return DaskTaskRunner(address=address)
     if workers <= 1:
@@ -97,7 +144,7 @@ def prefect_map(fn: Callable, items: list) -> Iterable:
 
 def write_metrics(name: str, metrics: dict[str, float]) -> Path:
     """Write `metrics/{name}.json` (DVC metrics) atomically."""
-    path = METRICS_DIR / f"{name}.json"
+    path = safe_child(METRICS_DIR, f"{name}.json")
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -108,7 +155,7 @@ def save_figure(figure: Any, name: str) -> Path:
 
     from radiodiff.io import atomic_path
 
-    path = PLOTS_DIR / name
+    path = safe_child(PLOTS_DIR, name)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -127,7 +174,9 @@ def use_all_cores() -> None:
     import torch
 
     threads = os.environ.get("RADIODIFF_TORCH_THREADS")
-    torch.set_num_threads(int(threads) if threads else max(os.cpu_count() or 1, 1))
+    # Under torchrun the processes of one node share its cores.
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(int(threads) if threads else max((os.cpu_count() or 1) // sharing, 1))
 
 
 def example_sample(dataset_dir: Path, encodings: tuple = ()) -> dict:

@@ -34,7 +34,7 @@ def prepare_flow(cfg: PrepareConfig, dataset_dir: str = str(DATASET_DIR), cache_
 def _run(params) -> None:
     cfg = params.prepare
     check_source(cfg)  # user mistakes surface here, as one line, before Prefect starts
-    prepare_flow.with_options(task_runner=task_runner(cfg.workers))(cfg)
+    prepare_flow.with_options(task_runner=task_runner(cfg.workers, params.dask.address))(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,14 @@ with a one-line `UserError`. Defaults live only here, in the dataclasses.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from radiodiff.data.conditions import TxEncoding
+from radiodiff.data.split import SPLITS
 from radiodiff.diffusion.decoupled import Preconditioning
 from radiodiff.diffusion.prediction import Prediction
 from radiodiff.diffusion.schedule import ScheduleKind
@@ -20,6 +22,7 @@ from radiodiff.errors import UserError
 from radiodiff.models.attention import AttentionKind
 from radiodiff.models.vae_loss import ReconKind
 from radiodiff.training.config import LoopConfig
+from radiodiff.tuning.config import TuneConfig
 from radiodiff.typed_yaml import build
 
 SOURCE_MAP_SIZE = 256  # RadioMapSeer maps are 256 x 256 pixels of 1 m
@@ -69,6 +72,8 @@ class PrepareConfig:
             raise ValueError("source radiomapseer needs radiomapseer_dir")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.seed < 0:  # numpy's seed sequences take no negative entropy
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     @property
     def pixel_size_m(self) -> float:
@@ -164,6 +169,23 @@ class LDMConfig:
 
 
 @dataclass(frozen=True)
+class SecondLDMConfig:
+    """`train_ldm_alt`: the same denoiser, data and budget as `ldm` but trained on another
+    objective, so `evaluate` compares both on the same maps (e.g. v with DDIM against
+    RadioDiff's decoupled kc with its own sampler)."""
+
+    prediction: Prediction | None = None  # None: kc beside a discrete `ldm`, v beside a kc one
+
+    def derive(self, ldm: LDMConfig) -> LDMConfig:
+        """`ldm` with this prediction (and two heads exactly for a continuous-time one)."""
+        prediction = self.prediction or (Prediction.V if ldm.diffusion.prediction.continuous else Prediction.KC)
+        if prediction is ldm.diffusion.prediction:
+            raise ValueError(f"ldm_alt.prediction must differ from ldm's ({prediction.value})")
+        return replace(ldm, unet=replace(ldm.unet, two_heads=prediction.continuous),
+                       diffusion=replace(ldm.diffusion, prediction=prediction))
+
+
+@dataclass(frozen=True)
 class BaselineConfig:
     """The `train_baseline` stage: RadioUNet-style supervised UNet, condition -> gain."""
 
@@ -210,6 +232,10 @@ class FluxConfig:
             raise ValueError(f"t_mid {self.t_mid} must be one of t_mids {list(self.t_mids)}")
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        if not all(0 <= seed < 2**31 for seed in self.seeds):  # numpy/torch seeds; scene_noise adds to them
+            raise ValueError(f"seeds must be in 0..2**31-1, got {list(self.seeds)}")
+        if not set(self.splits) <= set(SPLITS):  # a split names the dataset files it reads
+            raise ValueError(f"splits must be among {list(SPLITS)}, got {list(self.splits)}")
         if self.prefix_steps < 1 or self.tail_steps < 1:
             raise ValueError("prefix_steps and tail_steps must be >= 1")
 
@@ -234,6 +260,14 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class DaskConfig:
+    """Where fan-out work runs (prepare per map, build_bank per scene). No stage lists this
+    section in dvc.yaml: moving to another cluster changes no output, so it re-runs nothing."""
+
+    address: str | None = None  # a running Dask scheduler (tcp://host:8786); null: a local cluster
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -241,9 +275,24 @@ class Params:
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
+    ldm_alt: SecondLDMConfig = field(default_factory=SecondLDMConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     flux: FluxConfig = field(default_factory=FluxConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)  # read by `radiodiff tune`, no DVC stage
+
+    def __post_init__(self) -> None:
+        self.ldm_alt.derive(self.ldm)  # the two objectives must differ
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, also reading `1e-05` as a float (YAML 1.2): `dvc exp run -S` writes
+    floats that way, and YAML 1.1 would make them strings."""
+
+
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -252,7 +301,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise UserError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        raw = yaml.load(path.read_text(), Loader=_ParamsLoader)  # a SafeLoader: builds no objects
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return build(Params, raw, where=str(path))
