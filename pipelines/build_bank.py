@@ -14,6 +14,9 @@ from radiodiff import tracking
 from radiodiff.config import FluxConfig
 
 BANK_DIR = Path("bank")
+# The second objective's model (train_ldm_alt) is evaluated but not tail-tuned: it needs the
+# midpoints of the test layouts only.
+ALT_SPLITS = ("test",)
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Chunk:
     """One Prefect task: the scenes `rows` (positions in the split order) of the bank build."""
 
     rows: tuple[int, ...]
+    splits: tuple[str, ...]
     cfg: FluxConfig
     dataset_dir: str
     ldm_path: str
@@ -37,8 +41,22 @@ def build_chunk(chunk: Chunk) -> int:
 
     torch.set_num_threads(1)  # one per Dask worker process: the workers share the cores
     model, _, condition = load_ldm(Path(chunk.ldm_path), Path(chunk.vae_path))
-    scenes = load_scenes(Path(chunk.dataset_dir), chunk.cfg.splits).take(chunk.rows)
+    scenes = load_scenes(Path(chunk.dataset_dir), chunk.splits).take(chunk.rows)
     return fill_bank(model, Path(chunk.ldm_path), Path(chunk.bank_dir), scenes, chunk.cfg, condition.channels)
+
+
+def _chunks(cfg: FluxConfig, splits: tuple[str, ...], dataset_dir: str, ldm_path: str, vae_path: str,
+            bank_dir: str) -> list[Chunk]:
+    """The scenes of `splits` in about 2 chunks per worker (so a slow chunk does not idle the
+    rest), each a whole number of `cfg.batch_size` batches: the network then sees the same
+    batches whatever the worker count, and the bank's latents are identical to the last bit."""
+    from radiodiff.stages.bank import load_scenes
+
+    count = len(load_scenes(Path(dataset_dir), splits).ids)
+    per_chunk = -(-count // max(2 * cfg.workers, 1))
+    per_chunk = -(-per_chunk // cfg.batch_size) * cfg.batch_size
+    return [Chunk(tuple(range(start, min(start + per_chunk, count))), splits, cfg, dataset_dir, ldm_path, vae_path,
+                  bank_dir) for start in range(0, count, per_chunk)]
 
 
 def _bank_bytes(bank_dir: Path) -> int:
@@ -48,21 +66,23 @@ def _bank_bytes(bank_dir: Path) -> int:
 @flow(name="build_bank", validate_parameters=False)
 def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models_dir: str = str(MODELS_DIR),
                     bank_dir: str = str(BANK_DIR)) -> dict:
-    """Fan chunks of scenes out over the task runner; log bank size, build time and the bank."""
-    from radiodiff.stages.bank import bank_summary, load_scenes
+    """Fan chunks of scenes out over the task runner, for the served denoiser (`cfg.splits`) and
+    the second objective's (`ALT_SPLITS`); log bank size, build time and the bank."""
+    from radiodiff.stages.bank import bank_summary
     from radiodiff.stages.ldm import load_ldm
 
-    ldm_path, vae_path = Path(models_dir) / "ldm.pt", Path(models_dir) / "vae.pt"
-    model, _, _ = load_ldm(ldm_path, vae_path)  # fails fast, as one line, on missing models
+    vae_path = Path(models_dir) / "vae.pt"
+    jobs = [(Path(models_dir) / "ldm.pt", tuple(cfg.splits)), (Path(models_dir) / "ldm_alt.pt", ALT_SPLITS)]
+    models = [load_ldm(path, vae_path)[0] for path, _ in jobs]  # fails fast, as one line, on missing models
     with tracking.stage_run("build_bank", {"flux": cfg}) as run:
         started = time.perf_counter()
-        count = len(load_scenes(Path(dataset_dir), cfg.splits).ids)
-        per_chunk = -(-count // max(2 * cfg.workers, 1))
-        chunks = [Chunk(tuple(range(start, min(start + per_chunk, count))), cfg, dataset_dir, str(ldm_path),
-                        str(vae_path), bank_dir) for start in range(0, count, per_chunk)]
+        chunks = [chunk for path, splits in jobs
+                  for chunk in _chunks(cfg, splits, dataset_dir, str(path), str(vae_path), bank_dir)]
         written = sum(prefect_map(build_chunk, chunks))
-        summary = bank_summary(model, ldm_path, Path(bank_dir), cfg)
-        metrics = {"scenes": count, "entries_written": written, "entries": int(summary["entries"].sum()),
+        entries = [int(bank_summary(model, path, Path(bank_dir), cfg)["entries"].sum())
+                   for model, (path, _) in zip(models, jobs)]
+        metrics = {"scenes": sum(len(c.rows) for c in chunks if c.ldm_path == str(jobs[0][0])),
+                   "entries_written": written, "entries": entries[0], "entries_alt": entries[1],
                    "bank_mb": _bank_bytes(Path(bank_dir)) / 1e6, "build_seconds": time.perf_counter() - started}
         run.log(metrics)
         run.log_artifact(Path(bank_dir), folder="bank")
@@ -72,7 +92,8 @@ def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models
 
 def main(argv: list[str] | None = None) -> int:
     def body(params) -> None:
-        build_bank_flow.with_options(task_runner=task_runner(params.flux.workers))(params.flux)
+        runner = task_runner(params.flux.workers, params.dask.address)
+        build_bank_flow.with_options(task_runner=runner)(params.flux)
 
     return stage_main(argv, __doc__, body)
 

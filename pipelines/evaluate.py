@@ -16,9 +16,16 @@ from radiodiff.io import atomic_write_text
 
 TABLE_COLUMNS = ("nmse", "nmse_ci95", "ssim", "ssim_ci95", "tx_response", "nmse_loss", "ssim_loss",
                  "ms_per_map_b1", "ms_per_map_batch", "speedup_b1", "speedup_batch")
+# Headline figures tagged on the registered model version (the full set is in the run's metrics).
+REGISTRY_TAGS = ("flux_nmse", "flux_ssim", "flux_speedup_b1", "flux_nmse_loss", "flux_ssim_loss", "full_nmse",
+                 "baseline_nmse", "flux_meets_claim")
 
 
-def _toolkit(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_dir: Path, bank_dir: Path):
+def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_dir: Path, bank_dir: Path):
+    """The served denoiser's toolkit (with its tuned tail) and the second objective's, on the
+    same maps; the second labels its Flux rows with its objective (flux_kc_...)."""
+    import dataclasses
+
     from radiodiff.data.dataset import RadioMapDataset
     from radiodiff.evaluation.methods import Toolkit
     from radiodiff.stages.bank import load_scenes
@@ -31,7 +38,12 @@ def _toolkit(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_di
     maps = select_maps(RadioMapDataset(dataset_dir, "test", condition.encodings), cfg)
     tail = load_tail(models_dir / "flux_tail.pt", ldm_path, model)
     exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
-    return Toolkit(model, maps, flux, ldm_path, bank_dir, tail, exclude, condition.encodings)
+    kit = Toolkit(model, maps, flux, ldm_path, bank_dir, tail, exclude, condition.encodings)
+    alt_path = models_dir / "ldm_alt.pt"
+    alt_model, _, _ = load_ldm(alt_path, models_dir / "vae.pt")
+    other = dataclasses.replace(kit, model=alt_model, ldm_path=alt_path, tail=None, banks={},
+                                label=alt_model.prediction.value)
+    return kit, other
 
 
 def _write_plots(result) -> None:
@@ -49,10 +61,11 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
     from radiodiff.stages.baseline import load_baseline, predict_baseline
     from radiodiff.stages.evaluate import evaluate
 
-    kit = _toolkit(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir))
+    kit, other = _toolkits(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir))
     baseline, _ = load_baseline(Path(models_dir) / "baseline.pt")
     with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
-        result = evaluate(kit, cfg, lambda cond: predict_baseline(baseline, cond), dataset_dir=Path(dataset_dir))
+        result = evaluate(kit, cfg, lambda cond: predict_baseline(baseline, cond), dataset_dir=Path(dataset_dir),
+                          other=other)
         per_method = {row["method"]: {k: row[k] for k in TABLE_COLUMNS}
                       for row in result.table.to_dict(orient="records")}
         run.log(result.headline)
@@ -66,8 +79,21 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
         # The headline is the DVC metric (compact in `dvc metrics show` / `dvc exp show`); the
         # per-method table is plot data (plots/evaluate_table.json) and printed below.
         write_metrics("evaluate", result.headline)
+        _register(flux, Path(models_dir), Path(bank_dir), int(kit.maps.cond.shape[-1]), result.headline)
     print(_table_text(result.table))
     return result.headline
+
+
+def _register(flux: FluxConfig, models_dir: Path, bank_dir: Path, resolution: int, headline: dict) -> None:
+    """Register what `radiodiff predict` serves (denoiser, VAE, tuned tail, bank) in the MLflow
+    Model Registry, the version tagged with the headline figures."""
+    from radiodiff.tracking.registry import MODEL_NAME, register_flux_model
+
+    tags = {key: headline[key] for key in REGISTRY_TAGS if key in headline}
+    version = register_flux_model(ldm_path=models_dir / "ldm.pt", vae_path=models_dir / "vae.pt", flux=flux,
+                                  resolution=resolution, tail_path=models_dir / "flux_tail.pt", bank_dir=bank_dir,
+                                  tags=tags)
+    print(f"registered MLflow model {MODEL_NAME} version {version} (serve: models:/{MODEL_NAME}/{version})")
 
 
 def _table_text(table) -> str:

@@ -1,13 +1,18 @@
 """RadioDiff-Flux: a latent trajectory split at t_mid into a cacheable prefix and a per-query tail.
 
-Stage 1 (static, once per scene): seeded noise x_{T-1} -> x_{t_mid} under a condition, usually
-the static one (buildings only). Its latent goes to the midpoint bank.
+Stage 1 (static, once per scene): seeded noise -> x_{t_mid} under a condition, usually the
+static one (buildings only). Its latent goes to the midpoint bank.
 Stage 2 (dynamic, once per query): x_{t_mid} -> clean latent under the full condition, then the
-VAE decode. With t_mid = T-1 and no prefix steps, stage 2 is the whole sampler, so
+VAE decode. With the split at pure noise and no prefix steps, stage 2 is the whole sampler, so
 stage 1 + stage 2 equals `generate` bit for bit under the same generator.
 
-Times are integer step indices of the training schedule: T-1 is pure noise, 0 the last noisy
-step, -1 (after the final step) the clean latent.
+Two kinds of time, one per kind of model:
+- discrete (eps/v/x0 on a NoiseSchedule): integer step indices, T-1 pure noise, 0 the last
+  noisy step, -1 (after the final step) the clean latent; DDIM or DDPM steps.
+- continuous (the decoupled kc objective): t in [0, 1], 1 pure noise, 0 the clean latent;
+  the decoupled sampler's deterministic step (eta = 0).
+Configs give t_mid in steps of T for both (`model_flux_plan` maps it to t_mid / T for a
+continuous model), so one `flux.t_mids` list sweeps either objective.
 """
 
 from __future__ import annotations
@@ -21,23 +26,29 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from radiodiff.diffusion.decoupled import decoupled_loop, decoupled_times
 from radiodiff.diffusion.sampling import DenoiseFn, ddim_step, ddpm_step, sample_loop
 from radiodiff.diffusion.schedule import schedule_fingerprint
 from radiodiff.generation import LatentDiffusion, SamplerKind
 from radiodiff.training.rng import seeded_generator
+
+CONTINUOUS_ETA = 0.0  # Flux runs the decoupled sampler deterministically: a midpoint is a function of its seed
 
 
 @dataclass(frozen=True)
 class FluxPlan:
     """Where the trajectory splits and how many network calls each side makes.
 
-    prefix `[P + 1]`: descending steps T-1 .. t_mid; stage 1 runs P steps and lands on t_mid.
-    tail `[S]`: descending steps t_mid .. 0; stage 2 runs all S and lands on the clean latent.
+    prefix `[P + 1]`: descending times from pure noise to t_mid; stage 1 runs P steps.
+    tail: descending times from t_mid; stage 2 runs all of them and lands on the clean latent.
+    Discrete: S step indices t_mid .. 0 (each index one call). Continuous: S + 1 times
+    t_mid .. 0 (both ends, as `decoupled_times` gives them).
     """
 
-    t_mid: int
-    prefix: tuple[int, ...]
-    tail: tuple[int, ...]
+    t_mid: float
+    prefix: tuple[float, ...]
+    tail: tuple[float, ...]
+    continuous: bool = False
 
     @property
     def prefix_calls(self) -> int:
@@ -45,7 +56,7 @@ class FluxPlan:
 
     @property
     def tail_calls(self) -> int:
-        return len(self.tail)
+        return len(self.tail) - 1 if self.continuous else len(self.tail)
 
 
 def _grid(start: int, stop: int, count: int) -> tuple[int, ...]:
@@ -59,8 +70,8 @@ def _grid(start: int, stop: int, count: int) -> tuple[int, ...]:
 
 
 def flux_plan(num_train_steps: int, t_mid: int, prefix_steps: int, tail_steps: int) -> FluxPlan:
-    """Evenly spaced prefix (T-1 -> t_mid in `prefix_steps` calls) and tail (t_mid -> clean in
-    `tail_steps` calls). `prefix_steps` must be 0 exactly when t_mid = T-1."""
+    """Discrete plan: evenly spaced prefix (T-1 -> t_mid in `prefix_steps` calls) and tail
+    (t_mid -> clean in `tail_steps` calls). `prefix_steps` must be 0 exactly when t_mid = T-1."""
     last = num_train_steps - 1
     if not 0 <= t_mid <= last:
         raise ValueError(f"t_mid must be in [0, {last}], got {t_mid}")
@@ -72,18 +83,63 @@ def flux_plan(num_train_steps: int, t_mid: int, prefix_steps: int, tail_steps: i
     return FluxPlan(t_mid=t_mid, prefix=prefix, tail=_grid(t_mid, 0, tail_steps))
 
 
-def _step_fn(model: LatentDiffusion, sampler: SamplerKind):
+def decoupled_flux_plan(t_mid: float, prefix_steps: int, tail_steps: int) -> FluxPlan:
+    """Continuous plan: uniform prefix 1 -> t_mid in `prefix_steps` steps and uniform tail
+    t_mid -> 0 in `tail_steps`. `prefix_steps` must be 0 exactly when t_mid = 1."""
+    if not 0.0 < t_mid <= 1.0:
+        raise ValueError(f"t_mid must be in (0, 1], got {t_mid}")
+    if (prefix_steps == 0) != (t_mid == 1.0) or prefix_steps < 0:
+        raise ValueError(f"prefix_steps={prefix_steps} cannot reach t_mid={t_mid} from 1")
+    if tail_steps < 1:
+        raise ValueError(f"tail_steps must be >= 1, got {tail_steps}")
+    prefix = decoupled_times(prefix_steps, 1.0, t_mid) if prefix_steps else (1.0,)
+    return FluxPlan(t_mid=t_mid, prefix=prefix, tail=decoupled_times(tail_steps, t_mid, 0.0), continuous=True)
+
+
+def continuous_time(t_mid: int, num_train_steps: int) -> float:
+    """A config's t_mid (steps of T) as continuous time: t_mid / T, and 1 for T-1 (pure noise
+    in both kinds of time)."""
+    return 1.0 if t_mid == num_train_steps - 1 else t_mid / num_train_steps
+
+
+def model_flux_plan(model: LatentDiffusion, t_mid: int, prefix_steps: int, tail_steps: int) -> FluxPlan:
+    """The plan of `model`'s kind of time for a config's t_mid (steps of T)."""
+    steps = model.schedule.num_steps
     if model.prediction.continuous:
-        raise ValueError("Flux on the decoupled (kc) objective is not wired yet (issue #5)")
+        return decoupled_flux_plan(continuous_time(t_mid, steps), prefix_steps, tail_steps)
+    return flux_plan(steps, t_mid, prefix_steps, tail_steps)
+
+
+def full_plan(model: LatentDiffusion, steps: int) -> FluxPlan:
+    """The whole sampler as a tail from pure noise (`steps` calls): DDIM-N, DDPM or decoupled-N."""
+    if model.prediction.continuous:
+        return decoupled_flux_plan(1.0, 0, steps)
+    last = model.schedule.num_steps - 1
+    return flux_plan(last + 1, last, 0, steps)
+
+
+def _run(model: LatentDiffusion, denoise: DenoiseFn, x_start: torch.Tensor, times: tuple, plan: FluxPlan,
+         sampler: SamplerKind, generator: torch.Generator | None, stop_index: int | None = None) -> torch.Tensor:
+    if plan.continuous != model.prediction.continuous:
+        raise ValueError("a continuous-time plan needs a kc model, a discrete plan an eps/v/x0 model")
+    if plan.continuous:
+        return decoupled_loop(denoise, x_start, times, stop_index=stop_index, generator=generator,
+                              eta=CONTINUOUS_ETA, preconditioning=model.preconditioning)
     step = ddpm_step if sampler is SamplerKind.DDPM else ddim_step
-    return functools.partial(step, schedule=model.schedule, prediction=model.prediction)
+    step_fn = functools.partial(step, schedule=model.schedule, prediction=model.prediction)
+    return sample_loop(denoise, x_start, times, step_fn, stop_index=stop_index, generator=generator)
 
 
 def sampler_hash(model: LatentDiffusion, plan: FluxPlan, sampler: SamplerKind = SamplerKind.DDIM) -> str:
-    """What a midpoint depends on besides the weights and the seed: schedule, prediction,
-    stage-1 sampler and prefix steps (16 hex digits). The tail is free to change."""
-    spec = {"schedule": schedule_fingerprint(model.schedule), "prediction": model.prediction.value,
-            "sampler": sampler.value, "prefix": list(plan.prefix)}
+    """What a midpoint depends on besides the weights and the seed: the kind of time and its
+    sampler (schedule, prediction, DDIM/DDPM; or preconditioning and eta) and the prefix
+    (16 hex digits). The tail is free to change."""
+    if plan.continuous:
+        spec = {"objective": model.prediction.value, "preconditioning": model.preconditioning.value,
+                "eta": CONTINUOUS_ETA, "prefix": [float(t) for t in plan.prefix]}
+    else:
+        spec = {"schedule": schedule_fingerprint(model.schedule), "prediction": model.prediction.value,
+                "sampler": sampler.value, "prefix": list(plan.prefix)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -96,10 +152,10 @@ def scene_noise(shape: tuple[int, ...], scene_ids: Sequence[int], seed: int) -> 
 
 def stage1_midpoint(model: LatentDiffusion, cond: torch.Tensor, plan: FluxPlan, x_start: torch.Tensor, *,
                     sampler: SamplerKind = SamplerKind.DDIM, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Start latent x_{T-1} `[B, 3, h, w]` -> x_{t_mid} under `cond` `[B, C, H, W]` (usually the
-    static condition). `generator` feeds a stochastic sampler; DDIM draws nothing."""
-    return sample_loop(model.denoise_fn(cond), x_start, plan.prefix, _step_fn(model, sampler),
-                       stop_index=plan.prefix_calls, generator=generator)
+    """Pure-noise start latent `[B, 3, h, w]` -> x_{t_mid} under `cond` `[B, C, H, W]` (usually
+    the static condition). `generator` feeds a stochastic sampler; DDIM draws nothing."""
+    return _run(model, model.denoise_fn(cond), x_start, plan.prefix, plan, sampler, generator,
+                stop_index=plan.prefix_calls)
 
 
 def stage2_latent(model: LatentDiffusion, midpoint: torch.Tensor, cond: torch.Tensor, plan: FluxPlan, *,
@@ -107,8 +163,7 @@ def stage2_latent(model: LatentDiffusion, midpoint: torch.Tensor, cond: torch.Te
                   denoise_fn: DenoiseFn | None = None) -> torch.Tensor:
     """x_{t_mid} `[B, 3, h, w]` -> clean scaled latent under the full `cond`. `denoise_fn`
     replaces the model's own network, e.g. by a tail fine-tuned for this split."""
-    denoise = denoise_fn or model.denoise_fn(cond)
-    return sample_loop(denoise, midpoint, plan.tail, _step_fn(model, sampler), generator=generator)
+    return _run(model, denoise_fn or model.denoise_fn(cond), midpoint, plan.tail, plan, sampler, generator)
 
 
 def stage2_decode(model: LatentDiffusion, midpoint: torch.Tensor, cond: torch.Tensor, plan: FluxPlan, *,

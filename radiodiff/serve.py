@@ -28,7 +28,7 @@ from radiodiff.data.conditions import encode_condition
 from radiodiff.data.layout import resolve_tx, validate_mask
 from radiodiff.data.resample import majority
 from radiodiff.errors import UserError
-from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
+from radiodiff.flux import model_flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.models.unet import ConditionalUNet
 from radiodiff.stages.bank import bank_key
@@ -95,10 +95,15 @@ class FluxPredictor:
         if SOURCE_MAP_SIZE % resolution or resolution % GRID or resolution % factor:
             raise ValueError(f"resolution {resolution} must divide {SOURCE_MAP_SIZE} and be a multiple of "
                              f"{GRID} (layout embedding) and {factor} (VAE)")
+        # The UNet halves the latent at each level below the first; its norms need >= 2 x 2 there.
+        halvings = 2 ** (model.unet.core.num_levels - 1)
+        if (resolution // factor) % halvings or resolution // factor < 2 * halvings:
+            raise ValueError(f"resolution {resolution} must be a multiple of {halvings * factor} and at least "
+                             f"{2 * halvings * factor} for this denoiser ({halvings}x downsampling of the latent)")
         self.model, self.condition, self.flux = model, condition, flux
         self.resolution = resolution
         self.bank, self.tail = bank, tail
-        self.plan = flux_plan(model.schedule.num_steps, flux.t_mid, flux.prefix_steps, flux.tail_steps)
+        self.plan = model_flux_plan(model, flux.t_mid, flux.prefix_steps, flux.tail_steps)
 
     @classmethod
     def from_files(cls, *, ldm_path: Path, vae_path: Path, flux: FluxConfig, resolution: int,

@@ -79,3 +79,19 @@ def ldm_file(dataset, vae_file):
     path = dataset / "models" / "ldm.pt"
     save_ldm(path, result, cfg, CONDITION, vae_path)
     return path, cfg, result
+
+
+@pytest.fixture(scope="session")
+def kc_ldm_file(dataset, vae_file):
+    """The toy denoiser of `ldm_file` on RadioDiff's decoupled (kc) objective, two heads."""
+    from radiodiff.diffusion.prediction import Prediction
+
+    vae_path, _ = vae_file
+    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4, two_heads=True),
+                    diffusion=DiffusionConfig(num_steps=50, prediction=Prediction.KC), sample_steps=2, data=DATA,
+                    train=LOOP)
+    result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=dataset / "work",
+                       log=lambda m, s: None, progress=False)
+    path = dataset / "models" / "ldm_kc.pt"
+    save_ldm(path, result, cfg, CONDITION, vae_path)
+    return path, cfg, result

@@ -337,9 +337,9 @@ def test_build_unet_passes_two_heads():
 def test_paper_profile_builds_with_two_heads_and_runs_one_forward():
     # About 2 s on one CPU thread (build 0.6 s, forward 1.8 s), so not marked slow.
     params = load_params(REPO_ROOT / "profiles" / "paper.yaml")
-    ldm = dataclasses.replace(params.ldm, unet=dataclasses.replace(params.ldm.unet, two_heads=True),
-                              diffusion=dataclasses.replace(params.ldm.diffusion, prediction=Prediction.KC))
-    unet = build_unet(ldm, params.condition.channels).eval()
+    assert params.ldm.diffusion.prediction is Prediction.KC and params.ldm.unet.two_heads  # RadioDiff's own
+    assert params.ldm_alt.derive(params.ldm).diffusion.prediction is Prediction.V
+    unet = build_unet(params.ldm, params.condition.channels).eval()
     assert unet.out_channels == 6 and unet.output[-1].out_channels == 6
     side = params.prepare.resolution
     latent, cond = torch.randn(1, 3, side // 4, side // 4), torch.rand(1, params.condition.channels, side, side)

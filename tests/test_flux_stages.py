@@ -128,3 +128,50 @@ def test_cell_representative_is_the_free_pixel_nearest_the_cell_centre(dataset, 
         best = min(np.hypot(r - centre[0], c - centre[1]) for r, c in free)
         assert np.hypot(row - centre[0], col - centre[1]) == pytest.approx(best)
         assert torch.equal(cond[0, 0], maps.cond[0, 0])  # same layout, the representative's Tx
+
+
+@pytest.fixture(scope="module")
+def kc_setup(dataset, vae_file, kc_ldm_file):
+    ldm_path = kc_ldm_file[0]
+    model, _, condition = load_ldm(ldm_path, vae_file[0])
+    bank_dir = dataset / "bank"  # shared with the discrete model's entries: keys keep them apart
+    written = fill_bank(model, ldm_path, bank_dir, load_scenes(dataset / "data", FLUX.splits), FLUX, condition.channels)
+    return model, ldm_path, bank_dir, written
+
+
+def test_the_bank_keys_a_kc_model_on_continuous_time(kc_setup, flux_setup):
+    model, ldm_path, bank_dir, written = kc_setup
+    assert written == 4 * len(FLUX.seeds) * len(FLUX.t_mids)
+    key = bank_key(model, ldm_path, FLUX, 30)
+    assert key.t_mid == 0.6 and len(MidpointBank(bank_dir, key)) == 4 * len(FLUX.seeds)
+    discrete_model, discrete_path = flux_setup[0], flux_setup[1]
+    assert bank_key(discrete_model, discrete_path, FLUX, 30).t_mid == 30.0
+
+
+def test_tail_tuning_runs_on_the_decoupled_objective(kc_setup, dataset, tmp_path):
+    model, ldm_path, bank_dir, _ = kc_setup
+    result = train_tail(model, FLUX, CONDITION, ldm_path=ldm_path, dataset_dir=dataset / "data", bank_dir=bank_dir,
+                        work_dir=tmp_path, log=lambda m, s: None, progress=False)
+    assert result.step == LOOP.total_steps and np.isfinite(result.val_metrics["flux_nmse"])
+    assert np.isfinite(result.train_loss)
+
+
+def test_evaluate_sets_both_objectives_side_by_side(flux_setup, kc_setup, dataset):
+    import dataclasses
+
+    model, ldm_path, bank_dir, _, _ = flux_setup
+    maps = select_maps(RadioMapDataset(dataset / "data", "test", CONDITION.encodings), EVALUATE)
+    kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None,
+                  frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()), CONDITION.encodings)
+    other = dataclasses.replace(kit, model=kc_setup[0], ldm_path=kc_setup[1], banks={}, label="kc")
+    result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", other=other,
+                      progress=False)
+    table = result.table.set_index("method")
+    assert {"ddpm_full", "ddim_1", "decoupled_1", "decoupled_3", "flux_kc_t30_tail1", "flux_kc_t10_tail2",
+            "flux_t30_tail1", "baseline"} <= set(table.index)
+    assert table.loc["decoupled_3", "family"] == "decoupled" and table.loc["flux_kc_t30_tail1", "family"] == "flux_kc"
+    assert table.loc["decoupled_1", "unet_calls_per_map"] == 1
+    # the two objectives are different models: their rows differ
+    assert table.loc["decoupled_3", "nmse"] != table.loc["ddim_3", "nmse"]
+    assert {"decoupled_1_nmse", "decoupled_5_nmse"} & set(result.headline) == {"decoupled_1_nmse"}
+    assert result.headline["flux_kc_nmse"] == table.loc["flux_kc_t30_tail1", "nmse"]

@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-STAGES = ("prepare", "train_vae", "train_ldm", "train_baseline", "build_bank", "tune_tail", "evaluate")
-TRAINING = ("train_vae", "train_ldm", "train_baseline")
+STAGES = ("prepare", "train_vae", "train_ldm", "train_ldm_alt", "train_baseline", "build_bank", "tune_tail", "evaluate")
+TRAINING = ("train_vae", "train_ldm", "train_ldm_alt", "train_baseline")
 
 
 def _copy_project(target: Path) -> None:
@@ -45,7 +45,7 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     assert _dvc(tmp_path, "init", "--no-scm", "-q").returncode == 0
     first = _dvc(tmp_path, "repro")
     assert first.returncode == 0, first.stderr[-3000:]
-    for path in ("data/prepared/index.parquet", "models/vae.pt", "models/ldm.pt", "models/baseline.pt",
+    for path in ("data/prepared/index.parquet", "models/vae.pt", "models/ldm.pt", "models/ldm_alt.pt", "models/baseline.pt",
                  "models/flux_tail.pt", "plots/evaluate_tradeoff.csv", "plots/evaluate_tradeoff.png"):
         assert (tmp_path / path).is_file(), path
     for stage in STAGES:
@@ -55,16 +55,25 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     evaluated = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
     assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "ddim_same_calls_nmse"} <= set(evaluated)
     methods = {row["method"] for row in json.loads((tmp_path / "plots" / "evaluate_table.json").read_text())}
-    assert {"ddpm_full", "ddim_1", "flux_t30_tail1", "flux_tuned_t10_tail1", "baseline"} <= methods
+    assert {"ddpm_full", "ddim_1", "decoupled_1", "flux_t30_tail1", "flux_tuned_t10_tail1", "flux_kc_t30_tail1",
+            "baseline"} <= methods
     assert "speedup_b1" in first.stdout  # the table printed at the end of the stage
-    assert json.loads((tmp_path / "metrics" / "build_bank.json").read_text())["entries"] == 4 * 2 * 2  # train + test layouts x t_mids x seeds
+    bank = json.loads((tmp_path / "metrics" / "build_bank.json").read_text())
+    assert bank["entries"] == 4 * 2 * 2  # train + test layouts x t_mids x seeds
+    assert bank["entries_alt"] == 1 * 2 * 2  # the kc model: test layouts only
     verify = subprocess.run([str(Path(sys.executable).parent / "radiodiff"), "bank", "verify", str(tmp_path / "bank")],
                             capture_output=True, text=True)
-    assert verify.returncode == 0 and "16 entries" in verify.stdout, verify.stderr
+    assert verify.returncode == 0 and "20 entries" in verify.stdout, verify.stderr
 
+    lock = (tmp_path / "dvc.lock").read_bytes()
+    outputs = {p: p.stat().st_mtime_ns for folder in ("models", "metrics", "bank") for p in (tmp_path / folder).rglob("*")}
     second = _dvc(tmp_path, "repro")
     assert second.returncode == 0
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
+    status = _dvc(tmp_path, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout  # every stage up to date
+    assert (tmp_path / "dvc.lock").read_bytes() == lock  # no hash, param or output entry changed
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs  # and no output was rewritten
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["radiodiff"], output_format="list")

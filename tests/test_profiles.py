@@ -29,7 +29,8 @@ def test_paper_profile_builds_and_runs_one_forward():
         latent = vae.encode(torch.rand(1, 1, side, side)).mode()
         assert latent.shape == (1, 3, 64, 64)
         cond = torch.rand(1, params.condition.channels, side, side)
-        assert unet(latent, torch.tensor([999]), cond).shape == (1, 3, 64, 64)
+        # RadioDiff's objective: two heads (C and noise) on continuous time
+        assert unet(latent, torch.tensor([0.999]), cond).shape == (1, 6, 64, 64)
         assert vae.decode(latent).shape == (1, 1, side, side)
         assert baseline(cond).shape == (1, 1, side, side)
 

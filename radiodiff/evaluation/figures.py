@@ -9,7 +9,8 @@ import pandas as pd
 FAMILY_STYLE = {  # marker, colour
     "full": ("s", "black"), "ddim": ("o", "tab:blue"), "flux": ("^", "tab:orange"),
     "flux_tuned": ("v", "tab:red"), "flux_nearest": ("P", "tab:purple"), "control": ("x", "tab:gray"),
-    "baseline": ("D", "tab:green"),
+    "baseline": ("D", "tab:green"), "decoupled": ("h", "tab:cyan"), "flux_kc": ("<", "tab:olive"),
+    "flux_tuned_kc": (">", "tab:pink"), "control_kc": ("+", "tab:gray"),
 }
 
 

@@ -16,7 +16,9 @@ import torch
 from radiodiff.bank import MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
 from radiodiff.data.conditions import TxEncoding, encode_condition
-from radiodiff.flux import FluxPlan, flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
+from radiodiff.flux import (
+    FluxPlan, full_plan, model_flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions,
+)
 from radiodiff.generation import LatentDiffusion, SamplerKind
 from radiodiff.models.unet import ConditionalUNet
 from radiodiff.stages.bank import bank_key
@@ -43,7 +45,8 @@ class Method:
     paid per query (a bank hit pays none of the prefix)."""
 
     name: str
-    family: str  # full | ddim | flux | flux_tuned | flux_nearest | control | baseline
+    family: str  # full | ddim | decoupled | flux | flux_tuned | flux_nearest | flux_cell | control | baseline,
+    # the Flux families of a second model suffixed with its label (flux_kc, control_kc)
     run: RunFn
     unet_calls: int
     t_mid: int | None = None
@@ -64,12 +67,17 @@ class Toolkit:
     exclude: frozenset[int]  # scenes `flux_nearest` may not use: the evaluated layouts themselves
     encodings: tuple[TxEncoding, ...]  # of the condition, to encode a representative Tx
     banks: dict[int, MidpointBank] = field(default_factory=dict, compare=False)  # opened once per t_mid
+    label: str = ""  # names a second model's Flux rows apart (e.g. "kc": flux_kc_t600_tail1)
+
+    def family(self, base: str) -> str:
+        """A Flux family name for this model: `base`, or `base_label`."""
+        return f"{base}_{self.label}" if self.label else base
 
     def start(self, seed: int, rows: Sequence[int]) -> torch.Tensor:
         return scene_noise(self.model.latent_shape(self.maps.cond[:1])[1:], [self.maps.maps[r] for r in rows], seed)
 
     def plan(self, t_mid: int, tail_steps: int) -> FluxPlan:
-        return flux_plan(self.model.schedule.num_steps, t_mid, self.flux.prefix_steps, tail_steps)
+        return model_flux_plan(self.model, t_mid, self.flux.prefix_steps, tail_steps)
 
     def bank(self, t_mid: int) -> MidpointBank:
         """The bank of `t_mid`, opened once: a server keeps its bank open between queries."""
@@ -79,16 +87,20 @@ class Toolkit:
 
 
 def from_noise(kit: Toolkit, name: str, steps: int, sampler: SamplerKind) -> Method:
-    """DDPM (all T steps) or DDIM-`steps` from the seeded start latent with the full condition."""
-    last = kit.model.schedule.num_steps - 1
+    """The whole sampler from the seeded start latent with the full condition: DDPM (all T
+    steps) or DDIM-`steps` for a discrete model, decoupled-`steps` for a kc model."""
+    plan = full_plan(kit.model, steps)
 
     def run(seed, rows):
         cond = kit.maps.cond[list(rows)]
-        plan = flux_plan(last + 1, last, 0, steps)
         return stage2_decode(kit.model, kit.start(seed, rows), cond, plan, sampler=sampler,
                              generator=seeded_generator(seed))
 
-    return Method(name, "full" if sampler is SamplerKind.DDPM else "ddim", run, steps)
+    if kit.model.prediction.continuous:
+        family = "decoupled"
+    else:
+        family = "full" if sampler is SamplerKind.DDPM else "ddim"
+    return Method(name, family, run, steps)
 
 
 def flux_hit(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Method:
@@ -102,7 +114,7 @@ def flux_hit(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Metho
                                 for r in rows])
         return _stage2(kit, midpoint, rows, plan, tail)
 
-    family = "flux_tuned" if tuned else "flux"
+    family = kit.family("flux_tuned" if tuned else "flux")
     return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps)
 
 
@@ -126,8 +138,8 @@ def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> M
         midpoints = torch.stack([by_scene[kit.maps.maps[row]] for row in rows])
         return _stage2(kit, midpoints, rows, plan, kit.tail if tuned else None)
 
-    return Method(f"flux_nearest_t{t_mid}_tail{tail_steps}", "flux_nearest", run, tail_steps, t_mid, tail_steps,
-                  stats=counts)
+    family = kit.family("flux_nearest")
+    return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps, stats=counts)
 
 
 def flux_cell(kit: Toolkit, t_mid: int, tail_steps: int, *, cell_px: int, tuned: bool) -> Method:
@@ -148,7 +160,7 @@ def flux_cell(kit: Toolkit, t_mid: int, tail_steps: int, *, cell_px: int, tuned:
             latents.append(cache[key])
         return _stage2(kit, torch.stack(latents), rows, plan, kit.tail if tuned else None)
 
-    family = "flux_cell_tuned" if tuned else "flux_cell"
+    family = kit.family("flux_cell_tuned" if tuned else "flux_cell")
     return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps)
 
 
@@ -176,8 +188,8 @@ def control(kit: Toolkit, t_mid: int, tail_steps: int) -> Method:
         midpoint = stage1_midpoint(kit.model, cond, plan, kit.start(seed, rows))
         return _stage2(kit, midpoint, rows, plan, None)
 
-    return Method(f"control_t{t_mid}_tail{tail_steps}", "control", run, plan.prefix_calls + tail_steps,
-                  t_mid, tail_steps)
+    family = kit.family("control")
+    return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, plan.prefix_calls + tail_steps, t_mid, tail_steps)
 
 
 def supervised(name: str, predict: Callable[[torch.Tensor], torch.Tensor], kit: Toolkit) -> Method:

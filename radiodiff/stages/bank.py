@@ -19,7 +19,7 @@ import torch
 from radiodiff.bank import BankKey, Midpoint, MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
 from radiodiff.data.assemble import read_index
-from radiodiff.flux import flux_plan, sampler_hash, scene_noise, stage1_midpoint, static_conditions
+from radiodiff.flux import model_flux_plan, sampler_hash, scene_noise, stage1_midpoint, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.stages.common import file_digest
 
@@ -54,14 +54,15 @@ def model_hash(ldm_path: Path) -> str:
 
 def bank_key(model: LatentDiffusion, ldm_path: Path, cfg: FluxConfig, t_mid: int) -> BankKey:
     """The key of the static midpoints at `t_mid` made by this model file and `cfg`'s prefix."""
-    plan = flux_plan(model.schedule.num_steps, t_mid, cfg.prefix_steps, cfg.tail_steps)
-    return BankKey(model_hash=model_hash(ldm_path), sampler_hash=sampler_hash(model, plan), t_mid=float(t_mid))
+    plan = model_flux_plan(model, t_mid, cfg.prefix_steps, cfg.tail_steps)
+    # The plan's own time: the step index, or t_mid / T in (0, 1] for a continuous-time model.
+    return BankKey(model_hash=model_hash(ldm_path), sampler_hash=sampler_hash(model, plan), t_mid=plan.t_mid)
 
 
 def compute_midpoints(model: LatentDiffusion, scenes: SceneSet, *, t_mid: int, seed: int, cfg: FluxConfig,
                       channels: int) -> torch.Tensor:
     """Static midpoints `[S, 3, h, w]` of `scenes` at `t_mid`, in batches of `cfg.batch_size`."""
-    plan = flux_plan(model.schedule.num_steps, t_mid, cfg.prefix_steps, cfg.tail_steps)
+    plan = model_flux_plan(model, t_mid, cfg.prefix_steps, cfg.tail_steps)
     out = []
     for start in range(0, len(scenes.ids), cfg.batch_size):
         part = scenes.take(range(start, min(start + cfg.batch_size, len(scenes.ids))))

@@ -9,6 +9,10 @@ and the deterministic (DDIM) path from z_mid to x0 is x_t = sqrt(ab_t) x0 + sqrt
 for t <= t_mid. A copy of the denoiser is trained on points of that path, with the sample's
 full condition: at t = t_mid its input is the shared static midpoint itself, so it learns to
 move a Tx-free midpoint to that Tx's map. The copy only ever runs the tail.
+
+A decoupled (kc) model has the same construction on continuous time: z_mid = (1 - t_mid) x0
++ sqrt(t_mid) n_hat gives n_hat, the path is x_t = (1 - t) x0 + sqrt(t) n_hat (its eta = 0
+sampler's path), and the heads are trained towards C = -x0 and n_hat with RadioDiff's loss.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import torch
 from radiodiff.bank import MidpointBank
 from radiodiff.config import ConditionConfig, FluxConfig
 from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.diffusion.decoupled import T_MIN, decoupled_loss, precondition, q_sample_decoupled
 from radiodiff.diffusion.losses import q_sample
 from radiodiff.diffusion.prediction import prediction_target
 from radiodiff.errors import UserError
-from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
+from radiodiff.flux import (
+    continuous_time, model_flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions,
+)
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
 from radiodiff.models.unet import ConditionalUNet
@@ -66,7 +73,26 @@ def path_point(z_mid: torch.Tensor, x0: torch.Tensor, t_mid: torch.Tensor, t: to
     return q_sample(x0, t, eps_hat, schedule), eps_hat
 
 
+def decoupled_path_point(z_mid: torch.Tensor, x0: torch.Tensor, t_mid: torch.Tensor, t: torch.Tensor):
+    """(x_t, n_hat) on the decoupled eta = 0 path from z_mid (at continuous t_mid) to x0;
+    tensors `[B, 3, h, w]`, times `[B]` in (0, 1]."""
+    t_mid = t_mid.to(x0.dtype).view(-1, 1, 1, 1)
+    n_hat = (z_mid - (1.0 - t_mid) * x0) / t_mid.sqrt()
+    return q_sample_decoupled(x0, t, n_hat), n_hat
+
+
+def _draw_times(t_mid: torch.Tensor, generator: torch.Generator, *, low: float, discrete: bool) -> torch.Tensor:
+    """Half the draws at t_mid itself (the first tail step, which sees z_mid as is), the rest
+    uniform on the remaining path [low, t_mid]."""
+    size = t_mid.shape[0]
+    u = torch.rand(size, generator=generator)
+    later = (u * (t_mid + 1)).long() if discrete else low + u * (t_mid - low)
+    return torch.where(torch.rand(size, generator=generator) < 0.5, t_mid, later)
+
+
 def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
+    if model.prediction.continuous:
+        return _decoupled_loss_fn(model, cfg, midpoints, scene_row)
     t_mids = torch.tensor(cfg.t_mids)
 
     def loss_fn(unet, batch, step, generator):
@@ -76,10 +102,7 @@ def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, s
         seed = torch.randint(0, len(cfg.seeds), (size,), generator=generator)
         rows = torch.tensor([scene_row[int(m)] for m in batch["map_id"]])
         t_mid = t_mids[which]
-        # Half the draws sit at t_mid itself (the first tail step, which sees z_mid as is),
-        # the rest anywhere on the remaining path.
-        later = (torch.rand(size, generator=generator) * (t_mid + 1)).long()
-        t = torch.where(torch.rand(size, generator=generator) < 0.5, t_mid, later)
+        t = _draw_times(t_mid, generator, low=0, discrete=True)
         x_t, eps_hat = path_point(midpoints[which, seed, rows], x0, t_mid, t, model.schedule)
         target = prediction_target(x0, eps_hat, t, model.schedule, model.prediction)
         return torch.nn.functional.mse_loss(unet(x_t, t, cond).float(), target.float()), {}
@@ -87,9 +110,27 @@ def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, s
     return loss_fn
 
 
+def _decoupled_loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
+    t_mids = torch.tensor([continuous_time(t, model.schedule.num_steps) for t in cfg.t_mids])
+
+    def loss_fn(unet, batch, step, generator):
+        x0, cond = batch["latent"], batch["cond"]
+        size = x0.shape[0]
+        which = torch.randint(0, len(cfg.t_mids), (size,), generator=generator)
+        seed = torch.randint(0, len(cfg.seeds), (size,), generator=generator)
+        rows = torch.tensor([scene_row[int(m)] for m in batch["map_id"]])
+        t_mid = t_mids[which]
+        t = _draw_times(t_mid, generator, low=T_MIN, discrete=False)
+        x_t, n_hat = decoupled_path_point(midpoints[which, seed, rows], x0, t_mid, t)
+        c_pred, noise_pred = precondition(unet(x_t, t, cond).float(), x_t, t, model.preconditioning)
+        return decoupled_loss(c_pred, noise_pred, x0, n_hat, t), {}
+
+    return loss_fn
+
+
 def _val_fn(model: LatentDiffusion, cfg: FluxConfig, val: RadioMapDataset):
     """NMSE of Flux (t_mid = cfg.t_mid, seed of cfg.seeds[0]) on the first validation maps."""
-    plan = flux_plan(model.schedule.num_steps, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps)
+    plan = model_flux_plan(model, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps)
     batch = next(iter(batched(val, VAL_MAPS)))
     cond = batch["cond"]
     static = static_conditions(cond[:, 0].numpy() > 0, cond.shape[1])
