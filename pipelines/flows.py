@@ -207,12 +207,7 @@ def tune_deployment_flow(n_trials: int | None = None, profile: str = "default", 
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))  # the flow-run process started elsewhere: use this checkout's code
-    try:
-        from pipelines.tune import tune_flow
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("pipelines", "pipelines.tune"):
-            raise
-        raise RuntimeError("pipelines/tune.py (with `tune_flow`) is not in this checkout") from exc
+    from pipelines.tune import tune_flow
     os.environ["RADIODIFF_FLOW_RUN_ID"] = str(flow_run.id)  # the trials' MLflow runs link back here
     params_path = PROFILES[profile] or Path("params.yaml")
     return tune_flow(params_path=str(params_path), n_trials=n_trials, study_db=study_db)

@@ -41,6 +41,16 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Back to one thread before every test: a stage entry point run in-process gives torch all
+    cores, and tests that compare in-process results with subprocesses' bit for bit (the
+    fault-injection ones) need the same thread count on both sides."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 # A tiny real dataset and toy models trained for a few steps, shared by the stage tests.
 TINY_DATA = PrepareConfig(maps=SplitSizes(train=3, val=1, test=1), tx_per_map=4, resolution=32, workers=1)
 LOOP = LoopConfig(total_steps=4, log_every=2, val_every=4, checkpoint_every=2,
