@@ -126,7 +126,10 @@ def task_runner(workers: int, scheduler_address: str | None = None):
         return DaskTaskRunner(address=address)
     if workers <= 1:
         return ThreadPoolTaskRunner(max_workers=1)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    # The dashboard on loopback and a free port: the default :8787 is shared by every cluster
+    # on the machine and open to the network.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": "127.0.0.1:0"})
 
 
 @task(retries=1, retry_delay_seconds=1)
