@@ -90,40 +90,37 @@ def _draw_times(t_mid: torch.Tensor, generator: torch.Generator, *, low: float, 
     return torch.where(torch.rand(size, generator=generator) < 0.5, t_mid, later)
 
 
+def _pick_midpoints(batch: dict, generator: torch.Generator, t_mids: torch.Tensor, midpoints: torch.Tensor,
+                    scene_row: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's static midpoint of its own scene at a random t_mid and seed:
+    (z_mid `[B, 3, h, w]`, t_mid `[B]` in the model's kind of time)."""
+    size = batch["latent"].shape[0]
+    which = torch.randint(0, midpoints.shape[0], (size,), generator=generator)
+    seed = torch.randint(0, midpoints.shape[1], (size,), generator=generator)
+    rows = torch.tensor([scene_row[int(m)] for m in batch["map_id"]])
+    return midpoints[which, seed, rows], t_mids[which]
+
+
 def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
+    """The tail's loss on the path from each sample's static midpoint to its clean latent: the
+    prediction target of a discrete model, RadioDiff's two-head loss of a kc one."""
     if model.prediction.continuous:
-        return _decoupled_loss_fn(model, cfg, midpoints, scene_row)
-    t_mids = torch.tensor(cfg.t_mids)
+        t_mids = torch.tensor([continuous_time(t, model.schedule.num_steps) for t in cfg.t_mids])
+    else:
+        t_mids = torch.tensor(cfg.t_mids)
 
     def loss_fn(unet, batch, step, generator):
         x0, cond = batch["latent"], batch["cond"]
-        size = x0.shape[0]
-        which = torch.randint(0, len(cfg.t_mids), (size,), generator=generator)
-        seed = torch.randint(0, len(cfg.seeds), (size,), generator=generator)
-        rows = torch.tensor([scene_row[int(m)] for m in batch["map_id"]])
-        t_mid = t_mids[which]
+        z_mid, t_mid = _pick_midpoints(batch, generator, t_mids, midpoints, scene_row)
+        if model.prediction.continuous:
+            t = _draw_times(t_mid, generator, low=T_MIN, discrete=False)
+            x_t, n_hat = decoupled_path_point(z_mid, x0, t_mid, t)
+            c_pred, noise_pred = precondition(unet(x_t, t, cond).float(), x_t, t, model.preconditioning)
+            return decoupled_loss(c_pred, noise_pred, x0, n_hat, t), {}
         t = _draw_times(t_mid, generator, low=0, discrete=True)
-        x_t, eps_hat = path_point(midpoints[which, seed, rows], x0, t_mid, t, model.schedule)
+        x_t, eps_hat = path_point(z_mid, x0, t_mid, t, model.schedule)
         target = prediction_target(x0, eps_hat, t, model.schedule, model.prediction)
         return torch.nn.functional.mse_loss(unet(x_t, t, cond).float(), target.float()), {}
-
-    return loss_fn
-
-
-def _decoupled_loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
-    t_mids = torch.tensor([continuous_time(t, model.schedule.num_steps) for t in cfg.t_mids])
-
-    def loss_fn(unet, batch, step, generator):
-        x0, cond = batch["latent"], batch["cond"]
-        size = x0.shape[0]
-        which = torch.randint(0, len(cfg.t_mids), (size,), generator=generator)
-        seed = torch.randint(0, len(cfg.seeds), (size,), generator=generator)
-        rows = torch.tensor([scene_row[int(m)] for m in batch["map_id"]])
-        t_mid = t_mids[which]
-        t = _draw_times(t_mid, generator, low=T_MIN, discrete=False)
-        x_t, n_hat = decoupled_path_point(midpoints[which, seed, rows], x0, t_mid, t)
-        c_pred, noise_pred = precondition(unet(x_t, t, cond).float(), x_t, t, model.preconditioning)
-        return decoupled_loss(c_pred, noise_pred, x0, n_hat, t), {}
 
     return loss_fn
 
