@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# Offline and quiet: no telemetry, caches inside the repo.
+# Offline and quiet for the tools make starts itself (dvc, the UIs): the switches of
+# radiodiff/offline.py, which every Python entry point applies; caches inside the repo.
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export MLFLOW_LOGGING_LEVEL := WARNING

@@ -14,7 +14,6 @@ not depend on the weights. Times are wall clock, float32, no grad.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import tempfile
@@ -30,14 +29,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from radiodiff.bank import EMBEDDING_DIM, BankKey, Midpoint, MidpointBank
 from radiodiff.config import load_params
 from radiodiff.data.conditions import dynamic_channel_mask
+from radiodiff.artifacts.baseline import build_baseline, load_baseline
+from radiodiff.artifacts.denoiser import build_unet, load_ldm
+from radiodiff.artifacts.keys import model_hash
+from radiodiff.artifacts.layout import ModelFiles
+from radiodiff.artifacts.vae import build_vae
+from radiodiff.diffusion.process import make_process
 from radiodiff.diffusion.sampling import sample_loop
-from radiodiff.diffusion.schedule import make_schedule
 from radiodiff.flux import flux_plan, sampler_hash, scene_noise, stage1_midpoint, stage2_decode, static_condition
-from radiodiff.generation import LatentDiffusion, SamplerKind, generate, initial_noise, sampler_plan
-from radiodiff.stages.bank import model_hash
-from radiodiff.stages.baseline import build_baseline, load_baseline, predict_baseline
-from radiodiff.stages.ldm import build_unet, load_ldm
-from radiodiff.stages.vae import build_vae
+from radiodiff.generation import LatentDiffusion, generate, initial_noise
+from radiodiff.stages.baseline import predict_baseline
 from radiodiff.training.rng import seeded_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,8 @@ class Setup:
 
 def load_setup(params, params_name: str, models: Path) -> Setup:
     """Trained networks from `models` when their files exist, else the profile's with random weights."""
-    ldm_path, vae_path, baseline_path = models / "ldm.pt", models / "vae.pt", models / "baseline.pt"
+    files = ModelFiles(models)
+    ldm_path, vae_path, baseline_path = files.ldm, files.vae, files.baseline
     if ldm_path.is_file() and vae_path.is_file():
         model, _, condition = load_ldm(ldm_path, vae_path)
         ldm_source, digest = f"trained {ldm_path} + {vae_path}", model_hash(ldm_path)
@@ -69,8 +71,7 @@ def load_setup(params, params_name: str, models: Path) -> Setup:
         vae = build_vae(params.vae).eval()
         condition = params.condition
         unet = build_unet(params.ldm, condition.channels, vae.latent_channels).eval()
-        schedule = make_schedule(params.ldm.diffusion.schedule, params.ldm.diffusion.num_steps)
-        model = LatentDiffusion(unet, vae, schedule, params.ldm.diffusion.prediction, 1.0)
+        model = LatentDiffusion(unet, vae, make_process(params.ldm.diffusion), 1.0)
         ldm_source, digest = f"RANDOM-weight LDM + VAE of {params_name}", "random-weights"
     if baseline_path.is_file():
         baseline, _ = load_baseline(baseline_path)
@@ -116,29 +117,34 @@ def timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def reference_sampler(model: LatentDiffusion):
+    """(process, steps) of the slow reference: DDPM over all T steps, or T steps of the model's own sampler."""
+    return model.process.full_trajectory() or (model.process, model.process.num_train_steps)
+
+
 def ddpm_method(model: LatentDiffusion, steps: int) -> Method:
-    """Ancestral DDPM over all T steps; the first `steps` are timed, the loop extrapolated to T."""
-    timesteps, step_fn = sampler_plan(SamplerKind.DDPM, model.schedule, model.schedule.num_steps)
-    step_fn = functools.partial(step_fn, prediction=model.prediction)
+    """The reference trajectory (`reference_sampler`); the first `steps` are timed, the loop extrapolated."""
+    process, total = reference_sampler(model)
+    timesteps = process.timesteps(total)
 
     def run(cond, scenes):
         generator = seeded_generator(0)
         start = time.perf_counter()
         with torch.no_grad():
             x_start = initial_noise(model.latent_shape(cond), generator)
-            latent = sample_loop(model.denoise_fn(cond), x_start, timesteps, step_fn, stop_index=steps,
+            latent = sample_loop(process, model.denoise_fn(cond), x_start, timesteps, stop_index=steps,
                                  generator=generator)
             loop = time.perf_counter() - start
             model.decode(latent, cond[:, 0])
         decode = time.perf_counter() - start - loop
-        return loop * len(timesteps) / steps + decode
+        return loop * total / steps + decode
 
     return run
 
 
 def flux_stage2_method(model: LatentDiffusion, bank: MidpointBank, tail: int, t_mid: int, prefix: int) -> Method:
     """A bank hit: one `get` per map, stage 2 (`tail` UNet calls) and the decode."""
-    plan = flux_plan(model.schedule.num_steps, t_mid, prefix, tail)
+    plan = flux_plan(model.process, t_mid, prefix, tail)
 
     def serve(cond, scenes):
         latents = [bank.get(int(scene)) for scene in scenes]
@@ -156,15 +162,16 @@ def decode_method(model: LatentDiffusion, cond: torch.Tensor) -> float:
 
 def methods(setup: Setup, args, t_mid: int, prefix: int, bank: MidpointBank) -> dict[str, Method]:
     """Every timed method by table label, in table order."""
-    model, T = setup.model, setup.model.schedule.num_steps
+    model = setup.model
+    process, T = reference_sampler(model)
     steps = min(args.ddpm_steps, T)
-    label = f"DDPM-{T}" + (f" ({steps} timed, x{T / steps:g})" if steps < T else "")
+    label = f"{process.name.upper()}-{T}" + (f" ({steps} timed, x{T / steps:g})" if steps < T else "")
     table: dict[str, Method] = {label: ddpm_method(model, steps)}
     for n in DDIM_STEPS:
         table[f"DDIM-{n}"] = lambda c, s, n=n: timed(lambda: generate(model, c, steps=n, generator=seeded_generator(0)))
     for tail in TAIL_STEPS:
         table[f"Flux stage 2, tail {tail} (get)"] = flux_stage2_method(model, bank, tail, t_mid, prefix)
-    plan = flux_plan(T, t_mid, prefix, 1)
+    plan = flux_plan(model.process, t_mid, prefix, 1)
 
     def stage1(cond, scenes):
         static = static_condition(cond, setup.dynamic_mask)
@@ -246,7 +253,7 @@ def stage2_flops(model: LatentDiffusion, cond: torch.Tensor, t_mid: int, prefix:
     batch = cond.shape[0]
     midpoint = torch.randn(model.latent_shape(cond))
     for tail in TAIL_STEPS:
-        plan = flux_plan(model.schedule.num_steps, t_mid, prefix, tail)
+        plan = flux_plan(model.process, t_mid, prefix, tail)
         counter = FlopCounterMode(display=False)
         with counter:
             stage2_decode(model, midpoint[:1], cond[:1], plan)
@@ -280,12 +287,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs; {setup.source}")
     print(f"maps {side}x{side}, latent {list(model.latent_shape(torch.zeros(1, channels, side, side))[1:])}, "
-          f"T={model.schedule.num_steps}, t_mid={t_mid}, prefix_steps={prefix}; float32, no grad, wall clock")
+          f"T={model.process.num_train_steps}, t_mid={t_mid}, prefix_steps={prefix}; float32, no grad, wall clock")
     generator = seeded_generator(0)
     full_cond = random_conditions(args.batch, channels, side, generator)
     shape = tuple(model.latent_shape(full_cond)[1:])
-    key = BankKey(model_hash=setup.model_hash, sampler_hash=sampler_hash(model, flux_plan(
-        model.schedule.num_steps, t_mid, prefix, 1)), t_mid=t_mid)
+    plan = flux_plan(model.process, t_mid, prefix, 1)
+    key = BankKey(model_hash=setup.model_hash, sampler_hash=sampler_hash(model.process, plan), t_mid=plan.t_mid)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="flux-bench-serving-") as tmp:
         fill_random_bank(Path(tmp), key, SERVING_SCENES, shape, seed=0)

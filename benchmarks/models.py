@@ -17,9 +17,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from radiodiff.config import load_params
-from radiodiff.stages.baseline import build_baseline
-from radiodiff.stages.ldm import build_unet
-from radiodiff.stages.vae import build_vae
+from radiodiff.artifacts.baseline import build_baseline
+from radiodiff.artifacts.denoiser import build_unet
+from radiodiff.artifacts.vae import build_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {"default": ROOT / "params.yaml", "paper": ROOT / "profiles" / "paper.yaml"}

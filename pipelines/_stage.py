@@ -10,28 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Offline and quiet by default; a user's own settings win.
-for _name, _value in {
-    "DO_NOT_TRACK": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "DVC_NO_ANALYTICS": "1",
-    # Dask's workers log every start and stop at INFO; keep its errors only.
-    "DASK_LOGGING__DISTRIBUTED": "error",
-    # The ephemeral API server a stage starts misses its 20 s default on a loaded 2-core machine.
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-}.items():
-    os.environ.setdefault(_name, _value)
+from radiodiff.offline import apply_offline_defaults
+
+apply_offline_defaults()  # before prefect, which reads its switches at import
 
 from prefect import task  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 
+from radiodiff.artifacts.layout import METRICS_DIR, PLOTS_DIR  # noqa: E402
 from radiodiff.errors import UserError  # noqa: E402
 from radiodiff.io import atomic_write_text, safe_child  # noqa: E402
-
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
 
 
 def run_stage(body: Callable[[], Any]) -> int:
@@ -50,13 +38,13 @@ class Launch:
 
     - module: the stage's module, re-run as `python -m module` by every rank.
     - loop(params) -> LoopConfig: the stage's training settings (their `devices`).
-    - worker(params): what the ranks other than 0 run: the same training, without the
-      MLflow run and the output files, which rank 0 alone writes.
+
+    Every rank runs the same stage body; inside it, `distributed.is_main()` gates what only
+    rank 0 does (tracking, output files), and `rank_flow` gives rank 0 alone a Prefect flow run.
     """
 
     module: str
     loop: Callable[[Any], Any]
-    worker: Callable[[Any], Any]
 
 
 def stage_main(argv: list[str] | None, description: str, body: Callable[[Any], Any],
@@ -89,16 +77,17 @@ def _run_or_launch(params: Any, params_path: str, body: Callable[[Any], Any], la
     if devices > 1 and not distributed.launched():
         return distributed.launch(launch.module, ["--params", params_path], devices=devices)
     use_all_cores()
-    if launch is None:
+    with distributed.process_group():
         body(params)
-        return 0
-    with distributed.process_group() as ranks:
-        (body if ranks.is_main else launch.worker)(params)
     return 0
 
 
-def ignore_log(metrics: dict[str, float], step: int) -> None:
-    """The `log` of a training worker rank: rank 0 logs for all."""
+def rank_flow(flow: Any) -> Callable[..., Any]:
+    """`flow` on rank 0, which reports to Prefect; its plain function on the other ranks of a
+    DDP run, which run the same body beside it without a flow run (or a tracking run) of their own."""
+    from radiodiff.training import distributed
+
+    return flow if distributed.is_main() else flow.fn
 
 
 def publish_training(run: Any, stage: str, *, metrics: dict, figure: Any, figure_name: str, model_path: Path,
@@ -163,11 +152,6 @@ def save_figure(figure: Any, name: str) -> Path:
         figure.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
-
-
-DATASET_DIR = Path("data/prepared")
-MODELS_DIR = Path("models")
-WORK_DIR = Path("data/cache/runs")  # resumable training checkpoints (outside DVC's outs)
 
 
 def use_all_cores() -> None:

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import DATASET_DIR, MODELS_DIR, prefect_map, stage_main, task_runner, write_metrics
+from pipelines._stage import prefect_map, stage_main, task_runner, write_metrics
 from prefect import flow
 
 from radiodiff import tracking
+from radiodiff.artifacts.layout import BANK_DIR, DATASET_DIR, MODELS, ModelFiles
 from radiodiff.config import FluxConfig
 
-BANK_DIR = Path("bank")
 # The second objective's model (train_ldm_alt) is evaluated but not tail-tuned: it needs the
 # midpoints of the test layouts only.
 ALT_SPLITS = ("test",)
@@ -36,8 +36,8 @@ def build_chunk(chunk: Chunk) -> int:
     """Load the model in this worker, fill the chunk's missing midpoints; rows written."""
     import torch
 
+    from radiodiff.artifacts.denoiser import load_ldm
     from radiodiff.stages.bank import fill_bank, load_scenes
-    from radiodiff.stages.ldm import load_ldm
 
     torch.set_num_threads(1)  # one per Dask worker process: the workers share the cores
     model, _, condition = load_ldm(Path(chunk.ldm_path), Path(chunk.vae_path))
@@ -64,15 +64,16 @@ def _bank_bytes(bank_dir: Path) -> int:
 
 
 @flow(name="build_bank", validate_parameters=False)
-def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models_dir: str = str(MODELS_DIR),
+def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models_dir: str = str(MODELS.folder),
                     bank_dir: str = str(BANK_DIR)) -> dict:
     """Fan chunks of scenes out over the task runner, for the served denoiser (`cfg.splits`) and
     the second objective's (`ALT_SPLITS`); log bank size, build time and the bank."""
+    from radiodiff.artifacts.denoiser import load_ldm
     from radiodiff.stages.bank import bank_summary
-    from radiodiff.stages.ldm import load_ldm
 
-    vae_path = Path(models_dir) / "vae.pt"
-    jobs = [(Path(models_dir) / "ldm.pt", tuple(cfg.splits)), (Path(models_dir) / "ldm_alt.pt", ALT_SPLITS)]
+    files = ModelFiles(Path(models_dir))
+    vae_path = files.vae
+    jobs = [(files.ldm, tuple(cfg.splits)), (files.ldm_alt, ALT_SPLITS)]
     models = [load_ldm(path, vae_path)[0] for path, _ in jobs]  # fails fast, as one line, on missing models
     with tracking.stage_run("build_bank", {"flux": cfg}) as run:
         started = time.perf_counter()

@@ -1,16 +1,16 @@
 """DVC stage `evaluate`: every method on the same test maps in one run (accuracy over seeds,
-speed side by side), the Flux headline against the issue's targets, plots and figures."""
+speed side by side), the Flux headline against the paper's claim, plots and figures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import DATASET_DIR, MODELS_DIR, PLOTS_DIR, save_figure, stage_main, write_metrics
+from pipelines._stage import save_figure, stage_main, write_metrics
 from prefect import flow
 
-from pipelines.build_bank import BANK_DIR
 from radiodiff import tracking
+from radiodiff.artifacts.layout import BANK_DIR, DATASET_DIR, MODELS, ModelFiles, PLOTS_DIR
 from radiodiff.config import EvaluateConfig, FluxConfig
 from radiodiff.io import atomic_write_text
 
@@ -26,23 +26,21 @@ def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_d
     same maps; the second labels its Flux rows with its objective (flux_kc_...)."""
     import dataclasses
 
+    from radiodiff.artifacts.denoiser import load_ldm, load_tail
     from radiodiff.data.dataset import RadioMapDataset
     from radiodiff.evaluation.methods import Toolkit
     from radiodiff.stages.bank import load_scenes
     from radiodiff.stages.evaluate import select_maps
-    from radiodiff.stages.ldm import load_ldm
-    from radiodiff.stages.tail import load_tail
 
-    ldm_path = models_dir / "ldm.pt"
-    model, _, condition = load_ldm(ldm_path, models_dir / "vae.pt")
+    files = ModelFiles(models_dir)
+    model, _, condition = load_ldm(files.ldm, files.vae)
     maps = select_maps(RadioMapDataset(dataset_dir, "test", condition.encodings), cfg)
-    tail = load_tail(models_dir / "flux_tail.pt", ldm_path, model)
+    tail = load_tail(files.flux_tail, files.ldm, model)
     exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
-    kit = Toolkit(model, maps, flux, ldm_path, bank_dir, tail, exclude, condition.encodings)
-    alt_path = models_dir / "ldm_alt.pt"
-    alt_model, _, _ = load_ldm(alt_path, models_dir / "vae.pt")
-    other = dataclasses.replace(kit, model=alt_model, ldm_path=alt_path, tail=None, banks={},
-                                label=alt_model.prediction.value)
+    kit = Toolkit(model, maps, flux, files.ldm, bank_dir, tail, exclude, condition.encodings)
+    alt_model, alt_cfg, _ = load_ldm(files.ldm_alt, files.vae)
+    other = dataclasses.replace(kit, model=alt_model, ldm_path=files.ldm_alt, tail=None, banks={},
+                                label=alt_cfg.diffusion.prediction.value)
     return kit, other
 
 
@@ -56,13 +54,14 @@ def _write_plots(result) -> None:
 
 @flow(name="evaluate", validate_parameters=False)
 def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(DATASET_DIR),
-                  models_dir: str = str(MODELS_DIR), bank_dir: str = str(BANK_DIR)) -> dict:
+                  models_dir: str = str(MODELS.folder), bank_dir: str = str(BANK_DIR)) -> dict:
     """Evaluate, then write metrics/evaluate.json, the plot data and figures; log all to MLflow."""
-    from radiodiff.stages.baseline import load_baseline, predict_baseline
+    from radiodiff.artifacts.baseline import load_baseline
+    from radiodiff.stages.baseline import predict_baseline
     from radiodiff.stages.evaluate import evaluate
 
     kit, other = _toolkits(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir))
-    baseline, _ = load_baseline(Path(models_dir) / "baseline.pt")
+    baseline, _ = load_baseline(ModelFiles(Path(models_dir)).baseline)
     with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
         result = evaluate(kit, cfg, lambda cond: predict_baseline(baseline, cond), dataset_dir=Path(dataset_dir),
                           other=other)
@@ -90,9 +89,9 @@ def _register(flux: FluxConfig, models_dir: Path, bank_dir: Path, resolution: in
     from radiodiff.tracking.registry import MODEL_NAME, register_flux_model
 
     tags = {key: headline[key] for key in REGISTRY_TAGS if key in headline}
-    version = register_flux_model(ldm_path=models_dir / "ldm.pt", vae_path=models_dir / "vae.pt", flux=flux,
-                                  resolution=resolution, tail_path=models_dir / "flux_tail.pt", bank_dir=bank_dir,
-                                  tags=tags)
+    files = ModelFiles(models_dir)
+    version = register_flux_model(ldm_path=files.ldm, vae_path=files.vae, flux=flux, resolution=resolution,
+                                  tail_path=files.flux_tail, bank_dir=bank_dir, tags=tags)
     print(f"registered MLflow model {MODEL_NAME} version {version} (serve: models:/{MODEL_NAME}/{version})")
 
 

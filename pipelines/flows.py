@@ -22,8 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow, task
-from prefect.runtime import flow_run
+
+from radiodiff.offline import apply_offline_defaults
+
+apply_offline_defaults()  # before prefect, which reads its switches at import
+
+from prefect import flow, task  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
 
 PROFILES = {"default": None, "paper": Path("profiles/paper.yaml")}
 USER_ERROR = 2  # a stage's exit code for a `UserError` (pipelines/_stage.run_stage)

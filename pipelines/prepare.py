@@ -9,16 +9,14 @@ from pipelines._stage import prefect_map, save_figure, stage_main, task_runner, 
 from prefect import flow
 
 from radiodiff import tracking
+from radiodiff.artifacts.layout import DATASET_DIR, PREPARE_CACHE_DIR
 from radiodiff.config import PrepareConfig
 from radiodiff.data.figures import sample_figure
 from radiodiff.data.prepare import check_source, run_prepare
 
-DATASET_DIR = Path("data/prepared")
-CACHE_DIR = Path("data/cache/prepare")
-
 
 @flow(name="prepare", validate_parameters=False)
-def prepare_flow(cfg: PrepareConfig, dataset_dir: str = str(DATASET_DIR), cache_dir: str = str(CACHE_DIR)) -> dict:
+def prepare_flow(cfg: PrepareConfig, dataset_dir: str = str(DATASET_DIR), cache_dir: str = str(PREPARE_CACHE_DIR)) -> dict:
     """Simulate (or import) every chosen map as a shard, fanned out per map; assemble; log."""
     with tracking.stage_run("prepare", cfg) as run:
         result = run_prepare(cfg, out_dir=Path(dataset_dir), cache_dir=Path(cache_dir), map_fn=prefect_map)

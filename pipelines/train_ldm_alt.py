@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import MODELS_DIR, stage_main
-from pipelines.train_ldm import ldm_launch, train_ldm_flow
+from pipelines._stage import Launch, rank_flow, stage_main
+from pipelines.train_ldm import train_ldm_flow
 
-ALT_MODEL = MODELS_DIR / "ldm_alt.pt"
+from radiodiff.artifacts.layout import MODELS
+
+
+def _alt_config(params):
+    return params.ldm_alt.derive(params.ldm)
+
+
+LAUNCH = Launch(module="pipelines.train_ldm_alt", loop=lambda params: _alt_config(params).train)
 
 
 def main(argv: list[str] | None = None) -> int:
-    def alt_config(params):
-        return params.ldm_alt.derive(params.ldm)
-
-    return stage_main(argv, __doc__, lambda params: train_ldm_flow(
-        alt_config(params), params.condition, model_path=str(ALT_MODEL), stage="train_ldm_alt"),
-        ldm_launch("pipelines.train_ldm_alt", alt_config))
+    return stage_main(argv, __doc__, lambda params: rank_flow(train_ldm_flow)(
+        _alt_config(params), params.condition, model_path=str(MODELS.ldm_alt), stage="train_ldm_alt"), LAUNCH)
 
 
 if __name__ == "__main__":

@@ -13,22 +13,21 @@ import os
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import DATASET_DIR, MODELS_DIR, run_stage, use_all_cores
+from pipelines._stage import run_stage, use_all_cores
 from prefect import flow
 from prefect.runtime import flow_run
 
+from radiodiff.artifacts.layout import DATASET_DIR, MODELS, TUNE_DIR
 from radiodiff.config import load_params
 from radiodiff.tracking.study import MlflowStudyTracker
 from radiodiff.tuning.objective import TrialInputs
 from radiodiff.tuning.study import run_tuning, state_counts
 
-TUNE_WORK_DIR = Path("data/cache/tune")  # trial checkpoints, removed after each trial
-
 
 @flow(name="tune", validate_parameters=False)
 def tune_flow(params_path: str = "params.yaml", n_trials: int | None = None, study_db: str | None = None,
-              dataset_dir: str = str(DATASET_DIR), vae_path: str = str(MODELS_DIR / "vae.pt"),
-              work_dir: str = str(TUNE_WORK_DIR)) -> dict:
+              dataset_dir: str = str(DATASET_DIR), vae_path: str = str(MODELS.vae),
+              work_dir: str = str(TUNE_DIR)) -> dict:
     """Add `n_trials` (default `tune.n_trials`) trials to the study and write the best params;
     returns a summary (study, trials by state, best trial, value, params and files)."""
     params = load_params(params_path)

@@ -1,38 +1,27 @@
 """Typed, frozen configuration: one dataclass per pipeline stage, one section of params.yaml each.
 
 `load_params` parses params.yaml once, at the edge, and rejects unknown keys and wrong types
-with a one-line `UserError`. Defaults live only here, in the dataclasses.
+with a one-line `UserError`. Defaults live only here, in the dataclasses. A leaf: it imports
+no torch and no network, so every stage (and `prepare`, which needs none) parses params cheaply.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from radiodiff.data.conditions import TxEncoding
-from radiodiff.data.split import SPLITS
-from radiodiff.diffusion.decoupled import Preconditioning
-from radiodiff.diffusion.prediction import Prediction
-from radiodiff.diffusion.schedule import ScheduleKind
 from radiodiff.errors import UserError
-from radiodiff.models.attention import AttentionKind
-from radiodiff.models.vae_loss import ReconKind
+from radiodiff.options import (
+    SPLITS, AttentionKind, Preconditioning, Prediction, ReconKind, ScheduleKind, TargetSource, TxEncoding,
+)
 from radiodiff.training.config import LoopConfig
-from radiodiff.tuning.config import TuneConfig
+from radiodiff.tune_config import TuneConfig
 from radiodiff.typed_yaml import build
 
 SOURCE_MAP_SIZE = 256  # RadioMapSeer maps are 256 x 256 pixels of 1 m
-
-
-class TargetSource(enum.Enum):
-    """Where the training targets come from."""
-
-    SIMULATE = "simulate"  # the project's propagation simulator on the shipped layouts
-    RADIOMAPSEER = "radiomapseer"  # gain PNGs of a full RadioMapSeer copy
 
 
 @dataclass(frozen=True)
@@ -135,7 +124,6 @@ class UNetConfig:
     window_size: int = 4
     fft_filter: bool = False  # RadioDiff's learnable frequency-domain filter in the bottleneck
     dropout: float = 0.0
-    two_heads: bool = False  # output [C | noise] raw heads, for the decoupled (kc) objective
 
 
 @dataclass(frozen=True)
@@ -146,6 +134,7 @@ class DiffusionConfig:
     num_steps: int = 1000
     prediction: Prediction = Prediction.V  # kc: RadioDiff's decoupled objective (continuous t, two heads)
     preconditioning: Preconditioning = Preconditioning.MMSE  # of the two heads, for kc only
+    # num_steps is T: the schedule's length, and the unit of every t_mid in params (kc reads t_mid / T)
 
 
 @dataclass(frozen=True)
@@ -164,8 +153,6 @@ class LDMConfig:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if not 1 <= self.sample_steps <= self.diffusion.num_steps:
             raise ValueError(f"sample_steps must be in 1..{self.diffusion.num_steps}")
-        if self.unet.two_heads != self.diffusion.prediction.continuous:
-            raise ValueError("unet.two_heads must be true exactly when diffusion.prediction is kc")
 
 
 @dataclass(frozen=True)
@@ -174,15 +161,13 @@ class SecondLDMConfig:
     objective, so `evaluate` compares both on the same maps (e.g. v with DDIM against
     RadioDiff's decoupled kc with its own sampler)."""
 
-    prediction: Prediction | None = None  # None: kc beside a discrete `ldm`, v beside a kc one
+    prediction: Prediction = Prediction.KC
 
     def derive(self, ldm: LDMConfig) -> LDMConfig:
-        """`ldm` with this prediction (and two heads exactly for a continuous-time one)."""
-        prediction = self.prediction or (Prediction.V if ldm.diffusion.prediction.continuous else Prediction.KC)
-        if prediction is ldm.diffusion.prediction:
-            raise ValueError(f"ldm_alt.prediction must differ from ldm's ({prediction.value})")
-        return replace(ldm, unet=replace(ldm.unet, two_heads=prediction.continuous),
-                       diffusion=replace(ldm.diffusion, prediction=prediction))
+        """`ldm` with this prediction (the network's heads follow the objective)."""
+        if self.prediction is ldm.diffusion.prediction:
+            raise ValueError(f"ldm_alt.prediction must differ from ldm's ({self.prediction.value})")
+        return replace(ldm, diffusion=replace(ldm.diffusion, prediction=self.prediction))
 
 
 @dataclass(frozen=True)

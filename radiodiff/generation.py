@@ -1,40 +1,33 @@
-"""Sampling radio maps from the latent diffusion model: the network, the VAE and the schedule
-bundled (not wrapped in an nn.Module), and the loop that runs a sampler over them."""
+"""Sampling radio maps from the latent diffusion model: the network, the VAE and the diffusion
+process bundled (not wrapped in an nn.Module), and the whole sampler from pure noise."""
 
 from __future__ import annotations
 
-import enum
-import functools
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
-from radiodiff.diffusion.decoupled import Preconditioning, decoupled_loop, decoupled_times
-from radiodiff.diffusion.prediction import Prediction
-from radiodiff.diffusion.sampling import DenoiseFn, ddim_step, ddim_timesteps, ddpm_step, sample_loop
-from radiodiff.diffusion.schedule import NoiseSchedule
+from radiodiff.data.scaling import to_gain
+from radiodiff.diffusion.process import DiffusionProcess
+from radiodiff.diffusion.sampling import DenoiseFn, sample_loop
 from radiodiff.models.unet import ConditionalUNet
 from radiodiff.models.vae import AutoencoderKL
-from radiodiff.data.scaling import to_gain
-
-
-class SamplerKind(enum.Enum):
-    """Reverse-process sampler."""
-
-    DDIM = "ddim"  # deterministic with eta = 0; any number of steps
-    DDPM = "ddpm"  # ancestral; all T steps
 
 
 @dataclass(frozen=True)
 class LatentDiffusion:
-    """Everything sampling needs. Latents seen by the UNet are VAE latents times `scale_factor`."""
+    """Everything sampling needs. Latents seen by the UNet are VAE latents times `scale_factor`;
+    `process` is the objective the UNet was trained on, with the sampler that runs it."""
 
     unet: ConditionalUNet
     vae: AutoencoderKL
-    schedule: NoiseSchedule
-    prediction: Prediction
+    process: DiffusionProcess
     scale_factor: float
-    preconditioning: Preconditioning = Preconditioning.MMSE  # of a two-head (kc) network
+
+    def with_process(self, process: DiffusionProcess) -> LatentDiffusion:
+        """The same networks under another sampler of their objective (e.g. DDPM for DDIM)."""
+        return dataclasses.replace(self, process=process)
 
     def latent_shape(self, cond: torch.Tensor) -> tuple[int, ...]:
         """Latent shape `[B, 3, H/f, W/f]` for a condition `[B, C, H, W]`."""
@@ -54,32 +47,17 @@ class LatentDiffusion:
         return self.vae.encode(gain * 2.0 - 1.0).mode() * self.scale_factor
 
 
-def sampler_plan(kind: SamplerKind, schedule: NoiseSchedule, steps: int, eta: float = 0.0):
-    """(timesteps, step_fn) of a sampler with `steps` steps (DDPM always uses all T)."""
-    if kind is SamplerKind.DDPM:
-        return ddim_timesteps(schedule.num_steps, schedule.num_steps), functools.partial(ddpm_step, schedule=schedule)
-    return ddim_timesteps(schedule.num_steps, steps), functools.partial(ddim_step, schedule=schedule, eta=eta)
-
-
 def initial_noise(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     """Standard normal start latent x_T, drawn from `generator` on its device."""
     return torch.randn(shape, generator=generator, device=generator.device)
 
 
-def generate(model: LatentDiffusion, cond: torch.Tensor, *, steps: int, generator: torch.Generator,
-             sampler: SamplerKind = SamplerKind.DDIM, eta: float = 0.0) -> torch.Tensor:
-    """Sample gain maps `[B, 1, H, W]` for conditions `[B, C, H, W]` from seeded noise.
-
-    A decoupled (kc) model runs its own sampler on `steps` uniform times from 1 to 0, whatever
-    `sampler` says; eta = 0 makes it deterministic, eta = 1 is RadioDiff's stochastic step."""
+def generate(model: LatentDiffusion, cond: torch.Tensor, *, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Sample gain maps `[B, 1, H, W]` for conditions `[B, C, H, W]` from seeded noise: `steps`
+    steps of the model's own sampler over its whole time range. This is the Flux path with the
+    split at pure noise (`radiodiff.flux.full_plan`), so both give the same maps bit for bit."""
+    process = model.process
     x_start = initial_noise(model.latent_shape(cond), generator)
-    if model.prediction.continuous:
-        with torch.no_grad():
-            latent = decoupled_loop(model.denoise_fn(cond), x_start, decoupled_times(steps), generator=generator,
-                                    eta=eta, preconditioning=model.preconditioning)
-            return model.decode(latent, cond[:, 0])
-    timesteps, step_fn = sampler_plan(sampler, model.schedule, steps, eta)
-    step_fn = functools.partial(step_fn, prediction=model.prediction)
     with torch.no_grad():
-        latent = sample_loop(model.denoise_fn(cond), x_start, timesteps, step_fn, generator=generator)
+        latent = sample_loop(process, model.denoise_fn(cond), x_start, process.timesteps(steps), generator=generator)
         return model.decode(latent, cond[:, 0])

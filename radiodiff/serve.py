@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radiodiff.artifacts.denoiser import load_ldm, load_tail
+from radiodiff.artifacts.keys import bank_key
 from radiodiff.bank import Midpoint, MidpointBank, layout_embedding
 from radiodiff.bank.embedding import GRID
 from radiodiff.config import SOURCE_MAP_SIZE, ConditionConfig, FluxConfig
@@ -28,12 +30,9 @@ from radiodiff.data.conditions import encode_condition
 from radiodiff.data.layout import resolve_tx, validate_mask
 from radiodiff.data.resample import majority
 from radiodiff.errors import UserError
-from radiodiff.flux import model_flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
+from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.models.unet import ConditionalUNet
-from radiodiff.stages.bank import bank_key
-from radiodiff.stages.ldm import load_ldm
-from radiodiff.stages.tail import load_tail
 
 EXTRA_SEED_BASE = 1000  # sample k >= len(flux.seeds) uses seed 1000 + k (never in a built bank)
 
@@ -103,7 +102,7 @@ class FluxPredictor:
         self.model, self.condition, self.flux = model, condition, flux
         self.resolution = resolution
         self.bank, self.tail = bank, tail
-        self.plan = model_flux_plan(model, flux.t_mid, flux.prefix_steps, flux.tail_steps)
+        self.plan = flux_plan(model.process, flux.t_mid, flux.prefix_steps, flux.tail_steps)
 
     @classmethod
     def from_files(cls, *, ldm_path: Path, vae_path: Path, flux: FluxConfig, resolution: int,

@@ -15,7 +15,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from radiodiff.training import LoopConfig, OptimConfig, TrainResult, distributed, loader_factory, train_loop
+from radiodiff.training import distributed
+from radiodiff.training.batching import loader_factory
+from radiodiff.training.config import LoopConfig, OptimConfig
+from radiodiff.training.loop import TrainResult, train_loop
 
 BATCH = 7  # odd, so two ranks get unequal slices (4 and 3 samples)
 

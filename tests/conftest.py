@@ -11,16 +11,16 @@ from radiodiff.config import (
     ConditionConfig, DataLoaderConfig, DiffusionConfig, LDMConfig, PrepareConfig, SplitSizes, UNetConfig, VAEConfig,
 )
 from radiodiff.data.prepare import run_prepare
-from radiodiff.stages.ldm import save_ldm, train_ldm
-from radiodiff.stages.vae import save_vae, train_vae
+from radiodiff.offline import apply_offline_defaults
+from radiodiff.artifacts.denoiser import save_ldm
+from radiodiff.artifacts.vae import save_vae
+from radiodiff.stages.ldm import train_ldm
+from radiodiff.stages.vae import train_vae
 from radiodiff.training.config import LoopConfig, OptimConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+apply_offline_defaults()
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def vae_file(dataset):
     assert {"test_nmse", "test_ssim", "scale_factor"} <= set(result.metrics)
     assert any("train/loss" in m for _, m in logged) and any("val/nmse" in m for _, m in logged)
     path = dataset / "models" / "vae.pt"
-    save_vae(path, result, cfg)
+    save_vae(path, result.model, cfg, scale_factor=result.scale_factor)
     return path, result
 
 
@@ -87,21 +87,21 @@ def ldm_file(dataset, vae_file):
     result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=dataset / "work",
                        log=lambda m, s: None, progress=False)
     path = dataset / "models" / "ldm.pt"
-    save_ldm(path, result, cfg, CONDITION, vae_path)
+    save_ldm(path, result.model.unet, cfg, CONDITION, vae_path)
     return path, cfg, result
 
 
 @pytest.fixture(scope="session")
 def kc_ldm_file(dataset, vae_file):
     """The toy denoiser of `ldm_file` on RadioDiff's decoupled (kc) objective, two heads."""
-    from radiodiff.diffusion.prediction import Prediction
+    from radiodiff.options import Prediction
 
     vae_path, _ = vae_file
-    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4, two_heads=True),
+    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
                     diffusion=DiffusionConfig(num_steps=50, prediction=Prediction.KC), sample_steps=2, data=DATA,
                     train=LOOP)
     result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=dataset / "work",
                        log=lambda m, s: None, progress=False)
     path = dataset / "models" / "ldm_kc.pt"
-    save_ldm(path, result, cfg, CONDITION, vae_path)
+    save_ldm(path, result.model.unet, cfg, CONDITION, vae_path)
     return path, cfg, result

@@ -171,10 +171,8 @@ RES = 32
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Toy untrained vae.pt and ldm.pt at 32 x 32, and a params file that fits them."""
-    from radiodiff.diffusion.schedule import make_schedule
-    from radiodiff.generation import LatentDiffusion
-    from radiodiff.stages.ldm import LDMResult, build_unet, save_ldm
-    from radiodiff.stages.vae import VAEResult, build_vae, save_vae
+    from radiodiff.artifacts.denoiser import build_unet, save_ldm
+    from radiodiff.artifacts.vae import build_vae, save_vae
 
     root = tmp_path_factory.mktemp("bad-predict")
     torch.manual_seed(0)
@@ -182,12 +180,9 @@ def models(tmp_path_factory):
     ldm_cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
                         diffusion=DiffusionConfig(num_steps=50), sample_steps=2)
     vae = build_vae(vae_cfg).eval()
-    save_vae(root / "models" / "vae.pt", VAEResult(vae, 1.0, {}, None), vae_cfg)
+    save_vae(root / "models" / "vae.pt", vae, vae_cfg, scale_factor=1.0)
     unet = build_unet(ldm_cfg, ConditionConfig().channels, vae.latent_channels).eval()
-    model = LatentDiffusion(unet, vae, make_schedule(ldm_cfg.diffusion.schedule, 50), ldm_cfg.diffusion.prediction,
-                            1.0)
-    save_ldm(root / "models" / "ldm.pt", LDMResult(model, {}, None), ldm_cfg, ConditionConfig(),
-             root / "models" / "vae.pt")
+    save_ldm(root / "models" / "ldm.pt", unet, ldm_cfg, ConditionConfig(), root / "models" / "vae.pt")
     _params(root / "params.yaml")
     return root
 

@@ -86,10 +86,15 @@ def test_every_dvc_params_key_exists_in_its_dataclass():
             assert not rest or _keys_exist(section_cls, rest), f"stage {name}: {key} not in {section_cls.__name__}"
 
 
-def test_the_decoupled_objective_needs_the_two_head_network(tmp_path):
+def test_the_second_objective_must_differ_from_the_first(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("ldm:\n  diffusion: {prediction: kc}\n")
-    with pytest.raises(UserError, match="two_heads"):
+    path.write_text("ldm:\n  diffusion: {prediction: kc}\n")  # ldm_alt defaults to kc too
+    with pytest.raises(UserError, match="ldm_alt.prediction must differ"):
         load_params(path)
-    path.write_text("ldm:\n  diffusion: {prediction: kc, preconditioning: radiodiff}\n  unet: {two_heads: true}\n")
-    assert load_params(path).ldm.diffusion.preconditioning.value == "radiodiff"
+    path.write_text("ldm:\n  diffusion: {prediction: kc, preconditioning: radiodiff}\nldm_alt: {prediction: v}\n")
+    params = load_params(path)
+    assert params.ldm.diffusion.preconditioning.value == "radiodiff"
+    assert params.ldm_alt.derive(params.ldm).diffusion.prediction.value == "v"
+    path.write_text("ldm:\n  unet: {two_heads: true}\n")  # the objective sets the heads, not params
+    with pytest.raises(UserError, match="unknown key"):
+        load_params(path)

@@ -11,11 +11,10 @@ import torch
 
 from radiodiff.config import DiffusionConfig, LDMConfig, UNetConfig, load_params
 from radiodiff.diffusion import Prediction, ddim_step, make_schedule, prediction_target, split_prediction
+from radiodiff.artifacts.denoiser import build_unet
 from radiodiff.diffusion.decoupled import (
-    Preconditioning,
+    DecoupledProcess,
     c_loss_weight,
-    decoupled_loop,
-    decoupled_loop_progressive,
     decoupled_loss,
     decoupled_step,
     decoupled_times,
@@ -26,8 +25,9 @@ from radiodiff.diffusion.decoupled import (
     sample_times,
 )
 from radiodiff.diffusion.schedule import ScheduleKind, as_coefficient
+from radiodiff.diffusion.sampling import sample_loop, sample_loop_progressive
 from radiodiff.models.unet import ConditionalUNet
-from radiodiff.stages.ldm import build_unet
+from radiodiff.options import Preconditioning
 from tests.conftest import REPO_ROOT
 
 KINDS = list(Preconditioning)
@@ -189,7 +189,7 @@ def test_one_step_with_true_heads_lands_on_x0_without_noise(t, eta):
     assert torch.equal(g.get_state(), state), "the last step must draw no noise"
 
 
-def test_step_matches_the_issue_formula_when_heads_agree():
+def test_step_matches_radiodiffs_update_when_heads_agree():
     g = _gen(9)
     x0 = torch.randn(SHAPE, generator=g, dtype=torch.float64)
     noise = torch.randn(SHAPE, generator=g, dtype=torch.float64)
@@ -238,8 +238,8 @@ def test_loop_with_oracle_lands_on_x0(kind, eta, num_steps):
     times = decoupled_times(num_steps)
     for start in sorted({0, num_steps // 2}):
         x_start = torch.randn(SHAPE, generator=_gen(start)) * 2
-        out = decoupled_loop(_oracle(x0, kind), x_start, times, start_index=start, generator=_gen(15),
-                             eta=eta, preconditioning=kind)
+        process = DecoupledProcess(preconditioning=kind, eta=eta)
+        out = sample_loop(process, _oracle(x0, kind), x_start, times, start_index=start, generator=_gen(15))
         torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
 
 
@@ -250,14 +250,15 @@ def _dummy_heads(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def test_split_loop_equals_full_loop_bit_for_bit():
-    times = decoupled_times(10)
+    process = DecoupledProcess(eta=1.0)
+    times = process.timesteps(10)
     x_start = torch.randn(SHAPE, generator=_gen(16))
-    full = decoupled_loop(_dummy_heads, x_start, times, generator=_gen(17))
+    full = sample_loop(process, _dummy_heads, x_start, times, generator=_gen(17))
     g = _gen(17)
-    mid = decoupled_loop(_dummy_heads, x_start, times, stop_index=6, generator=g)
-    split = decoupled_loop(_dummy_heads, mid, times, start_index=6, generator=g)
+    mid = sample_loop(process, _dummy_heads, x_start, times, stop_index=6, generator=g)
+    split = sample_loop(process, _dummy_heads, mid, times, start_index=6, generator=g)
     assert torch.equal(full, split)
-    assert not torch.equal(full, decoupled_loop(_dummy_heads, x_start, times, generator=_gen(18)))
+    assert not torch.equal(full, sample_loop(process, _dummy_heads, x_start, times, generator=_gen(18)))
 
 
 def test_progressive_passes_float_times_and_leaves_grad_mode_alone():
@@ -268,19 +269,21 @@ def test_progressive_passes_float_times_and_leaves_grad_mode_alone():
         seen.append(t[0].item())
         return _dummy_heads(x_t, t)
 
-    times = decoupled_times(5)
+    process = DecoupledProcess(eta=1.0)
+    times = process.timesteps(5)
+    assert times == decoupled_times(5)
     outputs = []
-    for output in decoupled_loop_progressive(denoise, torch.randn(SHAPE), times, start_index=1, stop_index=4,
-                                             generator=_gen(20)):
+    for output in sample_loop_progressive(process, denoise, torch.randn(SHAPE), times, start_index=1, stop_index=4,
+                                          generator=_gen(20)):
         assert torch.is_grad_enabled()
         outputs.append(output)
     assert len(outputs) == 3 and seen == pytest.approx(list(times[1:4]))
-    no_step = decoupled_loop(denoise, torch.ones(SHAPE), times, start_index=2, stop_index=2)
+    no_step = sample_loop(process, denoise, torch.ones(SHAPE), times, start_index=2, stop_index=2)
     assert torch.equal(no_step, torch.ones(SHAPE))
     with pytest.raises(ValueError):
-        decoupled_loop(denoise, torch.zeros(SHAPE), times, start_index=3, stop_index=2)
+        sample_loop(process, denoise, torch.zeros(SHAPE), times, start_index=3, stop_index=2)
     with pytest.raises(ValueError):
-        decoupled_loop(denoise, torch.zeros(SHAPE), (0.5, 0.7, 0.0))
+        sample_loop(process, denoise, torch.zeros(SHAPE), (0.5, 0.7, 0.0))
 
 
 # -- the Prediction enum -------------------------------------------------------------------
@@ -289,7 +292,7 @@ def test_progressive_passes_float_times_and_leaves_grad_mode_alone():
 def test_kc_is_refused_by_the_discrete_conversions():
     schedule = make_schedule(ScheduleKind.LINEAR, 10)
     x, t = torch.zeros(1, 3, 2, 2), torch.tensor([3])
-    assert Prediction("kc") is Prediction.KC and Prediction.KC.continuous and not Prediction.V.continuous
+    assert Prediction("kc") is Prediction.KC
     with pytest.raises(ValueError, match="continuous"):
         prediction_target(x, x, t, schedule, Prediction.KC)
     with pytest.raises(ValueError, match="continuous"):
@@ -325,19 +328,19 @@ def test_two_head_unet_takes_float_times_and_scales_them():
         _toy_unet(time_scale=0.0)
 
 
-def test_build_unet_passes_two_heads():
-    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4, two_heads=True),
+def test_build_unet_takes_heads_and_time_scale_from_the_objective():
+    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
                     diffusion=DiffusionConfig(prediction=Prediction.KC))
     unet = build_unet(cfg, cond_channels=4)
-    assert unet.two_heads and unet.out_channels == 6 and unet.time_scale == 1000.0
-    plain = build_unet(LDMConfig(unet=dataclasses.replace(cfg.unet, two_heads=False)), 4)
+    assert unet.out_channels == 6 and unet.time_scale == 1000.0
+    plain = build_unet(dataclasses.replace(cfg, diffusion=DiffusionConfig(prediction=Prediction.V)), 4)
     assert plain.out_channels == 3 and plain.time_scale == 1.0
 
 
 def test_paper_profile_builds_with_two_heads_and_runs_one_forward():
     # About 2 s on one CPU thread (build 0.6 s, forward 1.8 s), so not marked slow.
     params = load_params(REPO_ROOT / "profiles" / "paper.yaml")
-    assert params.ldm.diffusion.prediction is Prediction.KC and params.ldm.unet.two_heads  # RadioDiff's own
+    assert params.ldm.diffusion.prediction is Prediction.KC  # RadioDiff's own
     assert params.ldm_alt.derive(params.ldm).diffusion.prediction is Prediction.V
     unet = build_unet(params.ldm, params.condition.channels).eval()
     assert unet.out_channels == 6 and unet.output[-1].out_channels == 6

@@ -26,8 +26,10 @@ def fresh_run(root: Path) -> None:
     from radiodiff.cli import main
     from radiodiff.config import DiffusionConfig, LDMConfig, UNetConfig, VAEConfig
     from radiodiff.data.prepare import run_prepare
-    from radiodiff.stages.ldm import save_ldm, train_ldm
-    from radiodiff.stages.vae import save_vae, train_vae
+    from radiodiff.artifacts.denoiser import save_ldm
+    from radiodiff.artifacts.vae import save_vae
+    from radiodiff.stages.ldm import train_ldm
+    from radiodiff.stages.vae import train_vae
     from tests.conftest import CONDITION, DATA, LOOP, TINY_DATA
     from tests.served import TX_POSITIONS, cli_args, served_folder
 
@@ -35,12 +37,12 @@ def fresh_run(root: Path) -> None:
     run_prepare(TINY_DATA, out_dir=root / "data", cache_dir=root / "cache", progress=False)
     vae_cfg = VAEConfig(base_channels=8, channel_mults=(1, 2, 4), data=DATA, train=LOOP)
     vae = train_vae(vae_cfg, dataset_dir=root / "data", work_dir=root / "work", log=lambda m, s: None, progress=False)
-    save_vae(root / "models" / "vae.pt", vae, vae_cfg)
+    save_vae(root / "models" / "vae.pt", vae.model, vae_cfg, scale_factor=vae.scale_factor)
     ldm_cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
                         diffusion=DiffusionConfig(num_steps=50), sample_steps=2, data=DATA, train=LOOP)
     ldm = train_ldm(ldm_cfg, CONDITION, dataset_dir=root / "data", vae_path=root / "models" / "vae.pt",
                     work_dir=root / "work", log=lambda m, s: None, progress=False)
-    save_ldm(root / "models" / "ldm.pt", ldm, ldm_cfg, CONDITION, root / "models" / "vae.pt")
+    save_ldm(root / "models" / "ldm.pt", ldm.model.unet, ldm_cfg, CONDITION, root / "models" / "vae.pt")
     (root / "metrics.json").write_text(json.dumps({"vae": vae.metrics, "ldm": ldm.metrics}))
 
     served = served_folder(root / "served", root / "models")

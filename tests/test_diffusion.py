@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import torch
 
 from radiodiff.diffusion import (
+    CLEAN,
+    DiscreteProcess,
     NoiseSchedule,
     Prediction,
     ScheduleKind,
@@ -27,9 +27,10 @@ from radiodiff.diffusion import (
     schedule_fingerprint,
     split_prediction,
 )
+from radiodiff.options import SamplerKind
 
 KINDS = list(ScheduleKind)
-PREDICTIONS = [p for p in Prediction if not p.continuous]  # KC has its own tests (test_decoupled.py)
+PREDICTIONS = [p for p in Prediction if p is not Prediction.KC]  # KC has its own tests (test_decoupled.py)
 # schedule_fingerprint of the linear 1000-step schedule; a change orphans existing banks.
 PINNED_LINEAR_1000 = "98dff562063ff23c"
 
@@ -242,12 +243,13 @@ def test_ddpm_step_noise_has_posterior_variance():
 def test_ddim_with_oracle_lands_on_x0(kind, prediction, eta):
     schedule = make_schedule(kind, 1000)
     x0 = torch.randn(2, 3, 8, 8, generator=_gen(9))
-    step = functools.partial(ddim_step, schedule=schedule, prediction=prediction, eta=eta)
+    process = DiscreteProcess(schedule, prediction, eta=eta)
     for start in (0, 17):
         x_start = torch.randn(2, 3, 8, 8, generator=_gen(start)) * 3
-        timesteps = ddim_timesteps(1000, 25)
-        out = sample_loop(_oracle(x0, schedule, prediction), x_start, timesteps, step,
-                          start_index=start, generator=_gen(10))
+        timesteps = process.timesteps(25)
+        assert timesteps == (*ddim_timesteps(1000, 25).tolist(), CLEAN)
+        out = sample_loop(process, _oracle(x0, schedule, prediction), x_start, timesteps, start_index=start,
+                          generator=_gen(10))
         torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
 
 
@@ -255,9 +257,9 @@ def test_ddim_with_oracle_lands_on_x0(kind, prediction, eta):
 def test_ddpm_with_oracle_lands_on_x0(prediction):
     schedule = make_schedule(ScheduleKind.LINEAR, 200)
     x0 = torch.randn(1, 3, 4, 4, generator=_gen(11))
-    step = functools.partial(ddpm_step, schedule=schedule, prediction=prediction)
-    out = sample_loop(_oracle(x0, schedule, prediction), torch.randn(1, 3, 4, 4, generator=_gen(12)),
-                      ddim_timesteps(200, 200), step, generator=_gen(13))
+    process = DiscreteProcess(schedule, prediction, sampler=SamplerKind.DDPM)
+    out = sample_loop(process, _oracle(x0, schedule, prediction), torch.randn(1, 3, 4, 4, generator=_gen(12)),
+                      process.timesteps(200), generator=_gen(13))
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
 
 
@@ -268,20 +270,20 @@ def _dummy_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def test_split_loop_equals_full_loop_bit_for_bit():
     schedule = make_schedule(ScheduleKind.LINEAR, 100)
-    timesteps = ddim_timesteps(100, 20)
+    process = DiscreteProcess(schedule, Prediction.EPS, sampler=SamplerKind.DDPM)
+    timesteps = process.timesteps(20)
     x_start = torch.randn(2, 3, 4, 4, generator=_gen(14))
-    step = functools.partial(ddpm_step, schedule=schedule, prediction=Prediction.EPS)
-    full = sample_loop(_dummy_model, x_start, timesteps, step, generator=_gen(15))
+    full = sample_loop(process, _dummy_model, x_start, timesteps, generator=_gen(15))
     g = _gen(15)
-    mid = sample_loop(_dummy_model, x_start, timesteps, step, stop_index=8, generator=g)
-    split = sample_loop(_dummy_model, mid, timesteps, step, start_index=8, generator=g)
+    mid = sample_loop(process, _dummy_model, x_start, timesteps, stop_index=8, generator=g)
+    split = sample_loop(process, _dummy_model, mid, timesteps, start_index=8, generator=g)
     assert torch.equal(full, split)
-    assert not torch.equal(full, sample_loop(_dummy_model, x_start, timesteps, step, generator=_gen(16)))
+    assert not torch.equal(full, sample_loop(process, _dummy_model, x_start, timesteps, generator=_gen(16)))
 
 
 def test_progressive_yields_each_step_and_leaves_grad_mode_alone():
     schedule = make_schedule(ScheduleKind.LINEAR, 100)
-    step = functools.partial(ddim_step, schedule=schedule, prediction=Prediction.EPS)
+    process = DiscreteProcess(schedule, Prediction.EPS)
     seen = []
 
     def denoise(x_t, t):
@@ -289,21 +291,23 @@ def test_progressive_yields_each_step_and_leaves_grad_mode_alone():
         return _dummy_model(x_t, t)
 
     outputs = []
-    for output in sample_loop_progressive(denoise, torch.randn(1, 3, 4, 4), ddim_timesteps(100, 10), step,
+    for output in sample_loop_progressive(process, denoise, torch.randn(1, 3, 4, 4), process.timesteps(10),
                                           start_index=2, stop_index=7):
         assert torch.is_grad_enabled()
         outputs.append(output)
     assert len(outputs) == 5 and seen == ddim_timesteps(100, 10)[2:7].tolist()
     assert all(o.prev_sample.shape == o.pred_x0.shape == (1, 3, 4, 4) for o in outputs)
     with pytest.raises(ValueError):
-        next(sample_loop_progressive(denoise, torch.zeros(1), [3, 2], step, start_index=2, stop_index=1))
+        next(sample_loop_progressive(process, denoise, torch.zeros(1), [3, 2], start_index=2, stop_index=1))
+    with pytest.raises(ValueError):  # a grid must descend
+        next(sample_loop_progressive(process, denoise, torch.zeros(1), [2, 3, CLEAN]))
 
 
 def test_sampler_follows_input_dtype():
     schedule = make_schedule(ScheduleKind.COSINE, 50)
-    step = functools.partial(ddim_step, schedule=schedule, prediction=Prediction.V, eta=0.5)
+    process = DiscreteProcess(schedule, Prediction.V, eta=0.5)
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
-    out = sample_loop(_dummy_model, x, ddim_timesteps(50, 5), step, generator=_gen(0))
+    out = sample_loop(process, _dummy_model, x, process.timesteps(5), generator=_gen(0))
     assert out.dtype == torch.float64
 
 

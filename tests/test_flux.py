@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 
 import pytest
 import torch
 
-from radiodiff.diffusion.prediction import Prediction, prediction_target
-from radiodiff.diffusion.sampling import ddim_step, sample_loop
-from radiodiff.diffusion.schedule import make_schedule, ScheduleKind
+from radiodiff.diffusion.discrete import DiscreteProcess
+from radiodiff.diffusion.prediction import prediction_target
+from radiodiff.diffusion.sampling import sample_loop
+from radiodiff.diffusion.schedule import make_schedule
 from radiodiff.flux import (
-    flux_plan, sampler_hash, scene_noise, stage1_midpoint, stage2_decode, stage2_latent, static_condition,
+    flux_plan, full_plan, sampler_hash, scene_noise, stage1_midpoint, stage2_decode, stage2_latent, static_condition,
 )
-from radiodiff.generation import LatentDiffusion, SamplerKind, generate, initial_noise
+from radiodiff.generation import LatentDiffusion, generate, initial_noise
 from radiodiff.models.unet import ConditionalUNet
 from radiodiff.models.vae import AutoencoderKL
-from radiodiff.stages.tail import path_point
+from radiodiff.options import Prediction, SamplerKind, ScheduleKind
 from radiodiff.training.rng import seeded_generator
 
 T = 40
@@ -37,7 +38,7 @@ def model():
     unet = _randomise(ConditionalUNet(latent_channels=3, cond_channels=4, base_channels=8, channel_mults=(1, 2),
                                       num_res_blocks=1, cond_base_channels=4), 1)
     vae = AutoencoderKL(base_channels=8, channel_mults=(1, 2, 4), num_res_blocks=1).eval()
-    return LatentDiffusion(unet, vae, make_schedule(ScheduleKind.LINEAR, T), Prediction.V, 0.7)
+    return LatentDiffusion(unet, vae, DiscreteProcess(make_schedule(ScheduleKind.LINEAR, T), Prediction.V), 0.7)
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +50,24 @@ def cond():
 
 @pytest.mark.parametrize("sampler,steps", [(SamplerKind.DDIM, 7), (SamplerKind.DDIM, 1), (SamplerKind.DDPM, T)])
 def test_t_mid_at_the_start_equals_the_full_sampler_bit_for_bit(model, cond, sampler, steps):
-    full = generate(model, cond, steps=steps, generator=seeded_generator(3), sampler=sampler)
+    model = model.with_process(dataclasses.replace(model.process, sampler=sampler))
+    full = generate(model, cond, steps=steps, generator=seeded_generator(3))
     generator = seeded_generator(3)
-    plan = flux_plan(T, T - 1, 0, steps)
+    plan = flux_plan(model.process, T - 1, 0, steps)
+    assert plan == full_plan(model.process, steps)
     midpoint = stage1_midpoint(model, cond, plan, initial_noise(model.latent_shape(cond), generator))
-    two_stage = stage2_decode(model, midpoint, cond, plan, generator=generator, sampler=sampler)
+    two_stage = stage2_decode(model, midpoint, cond, plan, generator=generator)
     assert torch.equal(full, two_stage)
 
 
 def test_prefix_then_tail_is_one_loop_over_the_joined_steps(model, cond):
-    plan = flux_plan(T, 23, 3, 4)
-    assert plan.prefix[0] == T - 1 and plan.prefix[-1] == 23 == plan.tail[0] and plan.tail[-1] == 0
+    plan = flux_plan(model.process, 23, 3, 4)
+    assert plan.prefix[0] == T - 1 and plan.prefix[-1] == 23 == plan.tail[0] and plan.tail[-2:] == (0, -1)
+    assert (plan.prefix_calls, plan.tail_calls) == (3, 4)
     x_start = scene_noise((3, 8, 8), [5, 6, 7], seed=1)
     with torch.no_grad():
         latent = stage2_latent(model, stage1_midpoint(model, cond, plan, x_start), cond, plan)
-    step = functools.partial(ddim_step, schedule=model.schedule, prediction=model.prediction)
-    joined = sample_loop(model.denoise_fn(cond), x_start, plan.prefix[:-1] + plan.tail, step)
+    joined = sample_loop(model.process, model.denoise_fn(cond), x_start, plan.prefix[:-1] + plan.tail)
     assert torch.equal(latent, joined)
 
 
@@ -72,7 +75,7 @@ def test_static_prefix_differs_from_the_full_one_only_through_the_dynamic_channe
     mask = (False, True, True, True)
     static = static_condition(cond, mask)
     assert torch.equal(static[:, 0], cond[:, 0]) and static[:, 1:].abs().sum() == 0
-    plan = flux_plan(T, 20, 2, 1)
+    plan = flux_plan(model.process, 20, 2, 1)
     x_start = scene_noise((3, 8, 8), [1, 2, 3], seed=0)
     assert not torch.equal(stage1_midpoint(model, static, plan, x_start), stage1_midpoint(model, cond, plan, x_start))
 
@@ -84,29 +87,34 @@ def test_scene_noise_depends_on_scene_and_seed_not_on_the_batch():
     assert not torch.equal(scene_noise((3, 4, 4), [9], seed=3), alone)
 
 
-@pytest.mark.parametrize("args", [(T, T, 0, 1), (T, 10, 0, 2), (T, T - 1, 2, 2), (T, 10, 2, 12), (T, 10, 2, 0)])
-def test_impossible_plans_are_refused(args):
+@pytest.mark.parametrize("args", [(T, 0, 1), (10, 0, 2), (T - 1, 2, 2), (10, 2, 12), (10, 2, 0), (-1, 2, 1)])
+def test_impossible_plans_are_refused(model, args):
     with pytest.raises(ValueError):
-        flux_plan(*args)
+        flux_plan(model.process, *args)
 
 
 def test_sampler_hash_keys_the_prefix_not_the_tail(model):
-    base = sampler_hash(model, flux_plan(T, 20, 3, 1))
-    assert base == sampler_hash(model, flux_plan(T, 20, 3, 5))
-    assert base != sampler_hash(model, flux_plan(T, 20, 4, 1))
-    assert base != sampler_hash(model, flux_plan(T, 20, 3, 1), SamplerKind.DDPM)
-    other = LatentDiffusion(model.unet, model.vae, model.schedule, Prediction.EPS, model.scale_factor)
-    assert base != sampler_hash(other, flux_plan(T, 20, 3, 1))
+    process = model.process
+    base = sampler_hash(process, flux_plan(process, 20, 3, 1))
+    assert base == sampler_hash(process, flux_plan(process, 20, 3, 5))
+    assert base != sampler_hash(process, flux_plan(process, 20, 4, 1))
+    ddpm = dataclasses.replace(process, sampler=SamplerKind.DDPM)
+    assert base != sampler_hash(ddpm, flux_plan(ddpm, 20, 3, 1))
+    eps = DiscreteProcess(process.schedule, Prediction.EPS)
+    assert base != sampler_hash(eps, flux_plan(eps, 20, 3, 1))
+    noisy = dataclasses.replace(process, eta=0.5)
+    assert base != sampler_hash(noisy, flux_plan(noisy, 20, 3, 1))
 
 
 def test_tail_path_starts_at_the_midpoint_and_an_oracle_tail_lands_on_x0(model):
     generator = seeded_generator(4)
     x0, z_mid = torch.randn(2, 3, 8, 8, generator=generator), torch.randn(2, 3, 8, 8, generator=generator)
     t_mid = torch.tensor([25, 25])
-    x_t, eps_hat = path_point(z_mid, x0, t_mid, t_mid, model.schedule)
-    assert torch.allclose(x_t, z_mid, atol=1e-6)
+    process = model.process
+    eps_hat = process.implied_noise(z_mid, x0, t_mid)
+    assert torch.allclose(process.add_noise(x0, eps_hat, t_mid), z_mid, atol=1e-6)
     for tail in (1, 3):
-        plan = flux_plan(T, 25, 2, tail)
-        oracle = lambda x, t: prediction_target(x0, eps_hat, t, model.schedule, model.prediction)  # noqa: E731
+        plan = flux_plan(process, 25, 2, tail)
+        oracle = lambda x, t: prediction_target(x0, eps_hat, t, process.schedule, process.prediction)  # noqa: E731
         landed = stage2_latent(model, z_mid, torch.zeros(2, 4, 32, 32), plan, denoise_fn=oracle)
         assert torch.allclose(landed, x0, atol=1e-5)

@@ -7,16 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import CONDITION, LOOP
 from radiodiff.bank import MidpointBank
 from radiodiff.config import EvaluateConfig, FluxConfig, TailTuneConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.errors import UserError
 from radiodiff.evaluation.methods import Toolkit
-from radiodiff.stages.bank import bank_key, fill_bank, load_scenes
+from radiodiff.artifacts.denoiser import load_ldm, load_tail, save_tail
+from radiodiff.artifacts.keys import bank_key
+from radiodiff.stages.bank import fill_bank, load_scenes
 from radiodiff.stages.evaluate import evaluate, headline, select_maps
-from radiodiff.stages.ldm import load_ldm
-from radiodiff.stages.tail import load_tail, save_tail, train_tail
+from radiodiff.stages.tail import train_tail
+from tests.conftest import CONDITION, LOOP
 
 FLUX = FluxConfig(t_mids=(30, 10), t_mid=30, prefix_steps=2, tail_steps=1, seeds=(0, 1), batch_size=2,
                   nearest_max_distance=1.0, tail_tune=TailTuneConfig(batch_size=4, train=LOOP))

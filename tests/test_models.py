@@ -7,17 +7,13 @@ import torch
 from torch import nn
 
 from radiodiff.diffusion import Prediction, ScheduleKind, diffusion_loss, make_schedule, q_sample
-from radiodiff.models import (
-    AttentionKind,
-    AutoencoderKL,
-    ConditionalUNet,
-    DiagonalGaussian,
-    ReconKind,
-    SupervisedUNet,
-    estimate_scale_factor,
-    vae_loss,
-)
 from radiodiff.models.attention import WindowAttention
+from radiodiff.models.baseline import SupervisedUNet
+from radiodiff.models.distributions import DiagonalGaussian
+from radiodiff.models.unet import ConditionalUNet
+from radiodiff.models.vae import AutoencoderKL
+from radiodiff.models.vae_loss import estimate_scale_factor, vae_loss
+from radiodiff.options import AttentionKind, ReconKind
 from radiodiff.models.fft_filter import FourierFilter
 
 

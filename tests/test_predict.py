@@ -26,14 +26,11 @@ from radiodiff.config import (
     UNetConfig,
     VAEConfig,
 )
-from radiodiff.diffusion.schedule import make_schedule
+from radiodiff.artifacts.denoiser import build_unet, save_ldm, save_tail
+from radiodiff.artifacts.keys import bank_key
+from radiodiff.artifacts.vae import build_vae, save_vae
 from radiodiff.errors import UserError
-from radiodiff.generation import LatentDiffusion
 from radiodiff.serve import FluxPredictor, layout_scene_id, prepare_query
-from radiodiff.stages.bank import bank_key
-from radiodiff.stages.ldm import LDMResult, build_unet, save_ldm
-from radiodiff.stages.tail import save_tail
-from radiodiff.stages.vae import VAEResult, build_vae, save_vae
 
 RES = 32  # model resolution: 8 m pixels, latent 3 x 8 x 8
 FACTOR = 256 // RES
@@ -70,11 +67,10 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
     vae = build_vae(VAE_CFG).eval()
-    save_vae(root / "models" / "vae.pt", VAEResult(vae, 1.0, {}, None), VAE_CFG)
+    save_vae(root / "models" / "vae.pt", vae, VAE_CFG, scale_factor=1.0)
     unet = build_unet(LDM_CFG, CONDITION.channels, vae.latent_channels).eval()
     _jitter(unet, seed=1)
-    model = LatentDiffusion(unet, vae, make_schedule(LDM_CFG.diffusion.schedule, 50), LDM_CFG.diffusion.prediction, 1.0)
-    save_ldm(root / "models" / "ldm.pt", LDMResult(model, {}, None), LDM_CFG, CONDITION, root / "models" / "vae.pt")
+    save_ldm(root / "models" / "ldm.pt", unet, LDM_CFG, CONDITION, root / "models" / "vae.pt")
     params = {"prepare": {"resolution": RES},
               "flux": {"t_mids": [30], "t_mid": 30, "prefix_steps": 2, "tail_steps": 2, "seeds": [0, 1]}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from radiodiff.config import load_params
-from radiodiff.stages.baseline import build_baseline
-from radiodiff.stages.ldm import build_unet
-from radiodiff.stages.vae import build_vae
+from radiodiff.artifacts.baseline import build_baseline
+from radiodiff.artifacts.denoiser import build_unet
+from radiodiff.artifacts.vae import build_vae
 from tests.conftest import REPO_ROOT
 
 

@@ -117,9 +117,8 @@ def test_scratch_folders_of_exited_processes_are_removed(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def served_files(dataset, vae_file, ldm_file, tmp_path_factory):
     """A models folder (ldm, vae, a jittered tail), a bank of the dataset's scenes and a params file."""
+    from radiodiff.artifacts.denoiser import load_ldm, save_tail
     from radiodiff.stages.bank import fill_bank, load_scenes
-    from radiodiff.stages.ldm import load_ldm
-    from radiodiff.stages.tail import save_tail
 
     root = tmp_path_factory.mktemp("registry")
     models = root / "models"
@@ -232,7 +231,7 @@ def test_served_model_answers_like_radiodiff_predict_and_refuses_bad_requests(
     import mlflow
 
     from radiodiff import tracking
-    from radiodiff.stages.bank import model_hash
+    from radiodiff.artifacts.keys import model_hash
     from radiodiff.tracking.registry import MODEL_NAME, register_flux_model
 
     files, scene = served_files

@@ -12,18 +12,15 @@ from radiodiff.config import (
     UNetConfig,
     VAEConfig,
 )
+from radiodiff.artifacts.baseline import load_baseline, save_baseline
+from radiodiff.artifacts.denoiser import load_ldm, save_ldm
+from radiodiff.artifacts.vae import load_vae, save_vae
 from radiodiff.data.dataset import RadioMapDataset
-from radiodiff.diffusion.prediction import Prediction
 from radiodiff.errors import UserError
 from radiodiff.generation import generate
-from radiodiff.stages.baseline import (
-    load_baseline,
-    predict_baseline,
-    save_baseline,
-    train_baseline,
-)
-from radiodiff.stages.ldm import load_ldm, save_ldm, train_ldm
-from radiodiff.stages.vae import load_vae, save_vae
+from radiodiff.options import Prediction
+from radiodiff.stages.baseline import predict_baseline, train_baseline
+from radiodiff.stages.ldm import train_ldm
 from radiodiff.training.rng import seeded_generator
 from tests.conftest import CONDITION, DATA, LOOP
 
@@ -52,8 +49,8 @@ def test_ldm_trains_samples_and_reloads(vae_file, ldm_file):
 def test_ldm_refuses_a_foreign_vae(vae_file, ldm_file, tmp_path):
     _, result = vae_file
     other = tmp_path / "other_vae.pt"
-    save_vae(other, result.__class__(result.model, result.scale_factor * 2, result.metrics, None),
-             VAEConfig(base_channels=8, channel_mults=(1, 2, 4), data=DATA, train=LOOP))
+    save_vae(other, result.model, VAEConfig(base_channels=8, channel_mults=(1, 2, 4), data=DATA, train=LOOP),
+             scale_factor=result.scale_factor * 2)
     with pytest.raises(UserError, match="another VAE"):
         load_ldm(ldm_file[0], other)
 
@@ -64,7 +61,7 @@ def test_baseline_trains_and_reloads(dataset):
                             log=lambda m, s: None, progress=False)
     assert 0 <= result.metrics["test_nmse"] and "test_tx_response" in result.metrics
     path = dataset / "models" / "baseline.pt"
-    save_baseline(path, result, cfg, CONDITION)
+    save_baseline(path, result.model, cfg, CONDITION)
     model, condition = load_baseline(path)
     cond = torch.rand(2, condition.channels, 32, 32)
     cond[:, 0] = (cond[:, 0] > 0.5).float()
@@ -99,12 +96,12 @@ def test_resume_folder_changes_with_the_targets_not_only_the_index(dataset, tmp_
 
 def test_ldm_trains_and_samples_with_the_decoupled_objective(dataset, vae_file, tmp_path):
     vae_path, _ = vae_file
-    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4, two_heads=True),
+    cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
                     diffusion=DiffusionConfig(prediction=Prediction.KC), sample_steps=2, data=DATA, train=LOOP)
     result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=tmp_path,
                        log=lambda m, s: None, progress=False)
     assert 0.0 <= result.metrics["test_nmse"] < 10 and result.model.unet.out_channels == 6
-    save_ldm(tmp_path / "ldm.pt", result, cfg, CONDITION, vae_path)
+    save_ldm(tmp_path / "ldm.pt", result.model.unet, cfg, CONDITION, vae_path)
     model, loaded, _ = load_ldm(tmp_path / "ldm.pt", vae_path)
     assert loaded.diffusion.prediction is Prediction.KC and model.unet.time_scale == 1000.0
     cond = RadioMapDataset(dataset / "data", "test", CONDITION.encodings)[0]["cond"][None]

@@ -12,7 +12,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from radiodiff.errors import UserError
-from radiodiff.training import EMA, BatchOrder, LoopConfig, OptimConfig, ResumableBatchSampler, train_loop
+from radiodiff.training.batching import BatchOrder, ResumableBatchSampler
+from radiodiff.training.config import LoopConfig, OptimConfig
+from radiodiff.training.ema import EMA
+from radiodiff.training.loop import train_loop
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.checkpoint import (
     checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, read_payload, save_checkpoint,

@@ -18,7 +18,7 @@ from radiodiff.cli import main
 from radiodiff.config import load_params
 from radiodiff.errors import UserError
 from radiodiff.tuning.best import read_best, set_param_args, write_best
-from radiodiff.tuning.config import ParamKind, ParamSpec
+from radiodiff.tune_config import ParamKind, ParamSpec
 from radiodiff.tuning.objective import TrialInputs
 from radiodiff.tuning.overrides import apply_overrides, lookup
 from radiodiff.tuning.space import check_space, trial_config

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.compute as pc
 
+from radiodiff.bank.key import BankKey
 from radiodiff.bank.parts import read_index_columns
 from radiodiff.bank.schema import INDEX_COLUMNS, BankError
 
-if TYPE_CHECKING:
-    from radiodiff.bank.store import BankKey
 
 
 def _empty(dtype) -> np.ndarray:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radiodiff.artifacts.layout import MODELS
 from radiodiff.errors import UserError
 
 STD_FULL_SCALE = 0.5  # the largest std of values in [0, 1]: written as gray 255
@@ -50,8 +51,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=1, metavar="K", help="seeds averaged (default 1)")
     parser.add_argument("--uncertainty", type=Path, metavar="FILE.png",
                         help="with --samples K > 1: per-pixel std PNG (255 = std 0.5)")
-    parser.add_argument("--models", type=Path, default=Path("models"), metavar="DIR",
-                        help="folder of ldm.pt, vae.pt and flux_tail.pt (default: models)")
+    parser.add_argument("--models", type=Path, default=MODELS.folder, metavar="DIR",
+                        help=f"folder of the trained model files (default: {MODELS.folder})")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                         help="params file (default: params.yaml)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
@@ -77,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         cars = None if args.cars is None else read_mask_png(args.cars)
         queries = [prepare_query(read_mask_png(args.buildings), tuple(args.tx), cars, params.prepare.resolution)]
-    ldm_path, vae_path = _model_files(args.models)
-    predictor = FluxPredictor.from_files(ldm_path=ldm_path, vae_path=vae_path, flux=params.flux,
-                                         resolution=params.prepare.resolution,
-                                         tail_path=args.models / "flux_tail.pt", bank_dir=args.bank)
+    files = _model_files(args.models)
+    predictor = FluxPredictor.from_files(ldm_path=files.ldm, vae_path=files.vae, flux=params.flux,
+                                         resolution=params.prepare.resolution, tail_path=files.flux_tail,
+                                         bank_dir=args.bank)
     if args.queries is not None:
         return _answer_each(predictor, queries, args)
     start = time.perf_counter()
@@ -159,13 +160,15 @@ def _check_batch_options(args: argparse.Namespace) -> None:
         raise UserError(f"--out: folder {args.out.parent} does not exist")
 
 
-def _model_files(models: Path) -> tuple[Path, Path]:
-    """(ldm.pt, vae.pt) in `models`, or a UserError saying how to make them."""
-    paths = (models / "ldm.pt", models / "vae.pt")
-    for path in paths:
+def _model_files(models: Path):
+    """The model files in `models`, or a UserError saying how to make the denoiser and VAE."""
+    from radiodiff.artifacts.layout import ModelFiles
+
+    files = ModelFiles(models)
+    for path in (files.ldm, files.vae):
         if not path.is_file():
             raise UserError(f"model file not found: {path} (run `dvc repro` first to train the models)")
-    return paths
+    return files
 
 
 def _bank_outcome(stats: dict, has_bank: bool) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from radiodiff.artifacts.layout import DATASET_DIR, MODELS, TUNE_DIR
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -33,12 +35,12 @@ def add_parser(subparsers) -> None:
                         help="params file with a tune: section (default: params.yaml)")
     parser.add_argument("--n-trials", type=_positive, metavar="N", help="trials to add (default: tune.n_trials)")
     parser.add_argument("--study-db", type=Path, metavar="FILE", help="sqlite study file (default: tune.storage)")
-    parser.add_argument("--dataset", type=Path, default=Path("data/prepared"), metavar="DIR",
-                        help="prepared dataset (default: data/prepared)")
-    parser.add_argument("--vae", type=Path, default=Path("models/vae.pt"), metavar="FILE",
-                        help="trained VAE (default: models/vae.pt)")
-    parser.add_argument("--work-dir", type=Path, default=Path("data/cache/tune"), metavar="DIR",
-                        help="trial checkpoints, removed after each trial (default: data/cache/tune)")
+    parser.add_argument("--dataset", type=Path, default=DATASET_DIR, metavar="DIR",
+                        help=f"prepared dataset (default: {DATASET_DIR})")
+    parser.add_argument("--vae", type=Path, default=MODELS.vae, metavar="FILE",
+                        help=f"trained VAE (default: {MODELS.vae})")
+    parser.add_argument("--work-dir", type=Path, default=TUNE_DIR, metavar="DIR",
+                        help=f"trial checkpoints, removed after each trial (default: {TUNE_DIR})")
     parser.add_argument("--threads", type=_positive, metavar="N", help="torch threads (default: every core)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the study to MLflow")
     parser.set_defaults(func=run)

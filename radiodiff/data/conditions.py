@@ -11,21 +11,12 @@ dynamic: the static condition (the midpoint bank's stage 1) zeroes them.
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
+
+from radiodiff.options import TxEncoding
 
 BASE_CHANNELS = ("buildings", "tx", "cars")
 BLOB_SIGMA_PX = 2.0  # width of the Gaussian Tx blob, in pixels
-
-
-class TxEncoding(enum.Enum):
-    """A geometric field of the Tx position, each one extra condition channel in [0, 1]."""
-
-    LOG_DISTANCE = "log_distance"  # 1 - log10(d) / log10(d_max): bright near the Tx
-    BLOB = "blob"  # exp(-d^2 / 2 sigma^2)
-    LOS = "los"  # 1 where the straight segment from the Tx crosses no building
-    LOS_LOG_DISTANCE = "los_log_distance"  # LOS x LOG_DISTANCE
 
 
 def channel_names(encodings: tuple[TxEncoding, ...]) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from radiodiff.options import SPLITS
+
 _SPLIT_SIZES = {"train": 501, "val": 100, "test": 99}
 
 

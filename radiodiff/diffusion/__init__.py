@@ -1,9 +1,8 @@
-"""Diffusion math as pure functions: schedules, targets, losses and samplers (no nn.Module)."""
+"""Diffusion math as pure functions and processes (no nn.Module): schedules, targets, losses,
+steps, the one sampling loop, and the process interface every objective implements."""
 
 from radiodiff.diffusion.decoupled import (
-    Preconditioning,
-    decoupled_loop,
-    decoupled_loop_progressive,
+    DecoupledProcess,
     decoupled_loss,
     decoupled_step,
     decoupled_times,
@@ -11,8 +10,10 @@ from radiodiff.diffusion.decoupled import (
     q_sample_decoupled,
     sample_times,
 )
+from radiodiff.diffusion.discrete import CLEAN, DiscreteProcess
 from radiodiff.diffusion.losses import diffusion_loss, drop_condition_channels, q_sample, sample_timesteps
-from radiodiff.diffusion.prediction import Prediction, prediction_target, split_prediction
+from radiodiff.diffusion.prediction import prediction_target, split_prediction
+from radiodiff.diffusion.process import DiffusionProcess, make_process
 from radiodiff.diffusion.sampling import (
     StepOutput,
     ddim_step,
@@ -24,14 +25,18 @@ from radiodiff.diffusion.sampling import (
 )
 from radiodiff.diffusion.schedule import (
     NoiseSchedule,
-    ScheduleKind,
     cosine_betas,
     linear_betas,
     make_schedule,
     schedule_fingerprint,
 )
+from radiodiff.options import Preconditioning, Prediction, ScheduleKind
 
 __all__ = [
+    "CLEAN",
+    "DecoupledProcess",
+    "DiffusionProcess",
+    "DiscreteProcess",
     "NoiseSchedule",
     "Preconditioning",
     "Prediction",
@@ -41,8 +46,6 @@ __all__ = [
     "ddim_step",
     "ddim_timesteps",
     "ddpm_step",
-    "decoupled_loop",
-    "decoupled_loop_progressive",
     "decoupled_loss",
     "decoupled_step",
     "decoupled_times",
@@ -50,6 +53,7 @@ __all__ = [
     "drop_condition_channels",
     "guided_denoise_fn",
     "linear_betas",
+    "make_process",
     "make_schedule",
     "precondition",
     "prediction_target",
@@ -62,4 +66,3 @@ __all__ = [
     "schedule_fingerprint",
     "split_prediction",
 ]
-

@@ -1,4 +1,4 @@
-"""RadioDiff's decoupled diffusion ("const SDE" with the KC objective) as pure functions.
+"""RadioDiff's decoupled diffusion ("const SDE" with the KC objective): pure functions and its process.
 
 Forward process on continuous time t in [0, 1], t = 0 the data and t = 1 pure noise:
     x_t = x0 + C t + sqrt(t) n,   C = -x0,   n ~ N(0, I),
@@ -9,7 +9,7 @@ C and n; the clean estimate is x0_hat = x_t - C t - sqrt(t) n.
 Reverse step t -> t' < t (s = t - t' in RadioDiff's notation). Given x0 and W_t, W_{t'} is a
 Brownian bridge, W_{t'} ~ N(t'/t W_t, t'(t - t')/t), so the exact posterior is
     x_{t'} = (1 - t') x0 + (t' / sqrt(t)) n + sqrt(t'(t - t')/t) z,
-which for C = -x0 equals the issue's x_t - C s - (s / sqrt(t)) n + sqrt(s t'/t) z. The step
+which for C = -x0 equals RadioDiff's update x_t - C s - (s / sqrt(t)) n + sqrt(s t'/t) z. The step
 below plugs x0_hat in for x0, so the raw C head enters only through x0_hat (RadioDiff's sampler
 also resets C to -x0_hat before stepping); it lands on x0_hat when t' = 0 whatever the
 network, and on x0 exactly for a perfect network. eta in [0, 1] scales the bridge noise: eta = 1 is the
@@ -18,37 +18,23 @@ posterior above, eta = 0 the deterministic (DDIM-like) step x_{t'} = (1 - t') x0
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Callable, Iterator, Sequence
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from radiodiff.diffusion.sampling import StepOutput, last_sample
+from radiodiff.diffusion.sampling import StepOutput
 from radiodiff.diffusion.schedule import as_coefficient
+from radiodiff.options import Preconditioning
 
 T_MIN = 1e-4  # smallest training time (RadioDiff's eps); keeps n's weight 1/sqrt(t) finite
 TIME_EMBEDDING_SCALE = 1000.0  # t in (0, 1] times this spans the same range as discrete steps
 
 Heads = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-DecoupledDenoiseFn = Callable[[torch.Tensor, torch.Tensor], Heads]
-
-
-class Preconditioning(enum.Enum):
-    """How the raw heads F = [F1 | F2] become (C, n): C = a_C x_t + b_C F1, n = a_n x_t + b_n F2.
-
-    MMSE (default): a is the best linear estimate of the target from x_t for unit-variance
-    data (Var x_t = 1 - t + t^2), b the standard deviation of what remains, so a zero network
-    predicts the linear MMSE answer, both heads agree on x0, and F's target has unit variance
-    at every t (EDM's rule). RADIODIFF: RadioDiff's published coefficients, kept to reproduce
-    it; its C skip (1 - t) x_t has the wrong sign (a zero network predicts C = +x0 as t -> 0)
-    and with b_C = t / sqrt(t^2 + 1) the net must output about -2 x0 / t at small t.
-    """
-
-    MMSE = "mmse"
-    RADIODIFF = "radiodiff"
 
 
 @dataclass(frozen=True)
@@ -70,7 +56,16 @@ def _times(t: float | torch.Tensor) -> np.ndarray:
 
 
 def head_coefficients(t: float | torch.Tensor, kind: Preconditioning = Preconditioning.MMSE) -> HeadCoefficients:
-    """The preconditioning coefficients at times t (float or [B]); see `Preconditioning`."""
+    """The preconditioning coefficients at times t (float or [B]): C = a_C x_t + b_C F1,
+    n = a_n x_t + b_n F2 for raw heads F = [F1 | F2].
+
+    MMSE (default): a is the best linear estimate of the target from x_t for unit-variance
+    data (Var x_t = 1 - t + t^2), b the standard deviation of what remains, so a zero network
+    predicts the linear MMSE answer, both heads agree on x0, and F's target has unit variance
+    at every t (EDM's rule). RADIODIFF: RadioDiff's published coefficients, kept to reproduce
+    it; its C skip (1 - t) x_t has the wrong sign (a zero network predicts C = +x0 as t -> 0)
+    and with b_C = t / sqrt(t^2 + 1) the net must output about -2 x0 / t at small t.
+    """
     t = _times(t)
     if kind is Preconditioning.RADIODIFF:
         norm = np.sqrt(t**2 + 1.0)
@@ -200,7 +195,8 @@ def decoupled_step(c_pred: torch.Tensor, noise_pred: torch.Tensor, x_t: torch.Te
     return StepOutput(prev_sample=prev, pred_x0=pred_x0)
 
 
-def _check_grid(times: Sequence[float] | torch.Tensor) -> tuple[float, ...]:
+def check_times(times: Sequence[float] | torch.Tensor) -> tuple[float, ...]:
+    """A time grid as floats, checked to descend strictly within [0, 1]."""
     grid = tuple(float(t) for t in times)
     if not grid or grid[0] > 1.0 or grid[-1] < 0.0:
         raise ValueError(f"times must be a non-empty sequence in [0, 1], got {grid}")
@@ -209,57 +205,92 @@ def _check_grid(times: Sequence[float] | torch.Tensor) -> tuple[float, ...]:
     return grid
 
 
-def decoupled_loop_progressive(
-    denoise_fn: DecoupledDenoiseFn,
-    x_start: torch.Tensor,
-    times: Sequence[float] | torch.Tensor,
-    *,
-    start_index: int = 0,
-    stop_index: int | None = None,
-    generator: torch.Generator | None = None,
-    eta: float = 1.0,
-    preconditioning: Preconditioning = Preconditioning.MMSE,
-) -> Iterator[StepOutput]:
-    """Run steps [start_index, stop_index) over `times`, yielding each StepOutput.
+@dataclass(frozen=True)
+class DecoupledProcess:
+    """The decoupled (KC) objective as a diffusion process (see `radiodiff.diffusion.process`).
 
-    times (N + 1 descending floats, e.g. `decoupled_times`) holds both ends: step i goes from
-    times[i] to times[i + 1], so stop_index = N (the default) ends at times[N] (0: clean)
-    and stop_index = k hands back the latent at times[k]. x_start [B, ...] is the latent at
-    times[start_index]. denoise_fn(x_t, t) gets t as a [B] float tensor (float64 for float64
-    latents, else float32) and returns the raw two-head output for `precondition`. The loop
-    holds no state besides x and the generator, so [0, k) then [k, N) with the same
-    generator equals [0, N) bit for bit. Runs without autograd.
+    Time is continuous, 1 = pure noise, 0 = the clean latent. The network has two raw heads
+    ([B, 2c, h, w]) that `preconditioning` turns into (C, noise); its time input is t scaled by
+    `TIME_EMBEDDING_SCALE`. `eta` scales the bridge noise of each step (0: deterministic).
+    `num_train_steps` (T) only reads config times given in steps of T as t / T.
     """
-    grid = _check_grid(times)
-    stop = len(grid) - 1 if stop_index is None else stop_index
-    if not 0 <= start_index <= stop <= len(grid) - 1:
-        raise ValueError(f"need 0 <= start_index ({start_index}) <= stop_index ({stop}) <= {len(grid) - 1}")
-    time_dtype = torch.promote_types(x_start.dtype, torch.float32)
-    x = x_start
-    for index in range(start_index, stop):
-        t, t_prev = grid[index], grid[index + 1]
-        # no_grad only around the work, as in sample_loop_progressive: a `with` spanning the
-        # yield would leak the grad mode into the caller while this generator is suspended.
-        with torch.no_grad():
-            t_batch = torch.full((x.shape[0],), t, dtype=time_dtype, device=x.device)
-            c_pred, noise_pred = precondition(denoise_fn(x, t_batch), x, t, preconditioning)
-            output = decoupled_step(c_pred, noise_pred, x, t, t_prev, eta=eta, generator=generator)
-        x = output.prev_sample
-        yield output
 
+    num_train_steps: int = 1000
+    preconditioning: Preconditioning = Preconditioning.MMSE
+    eta: float = 0.0
 
-def decoupled_loop(
-    denoise_fn: DecoupledDenoiseFn,
-    x_start: torch.Tensor,
-    times: Sequence[float] | torch.Tensor,
-    *,
-    start_index: int = 0,
-    stop_index: int | None = None,
-    generator: torch.Generator | None = None,
-    eta: float = 1.0,
-    preconditioning: Preconditioning = Preconditioning.MMSE,
-) -> torch.Tensor:
-    """Like `decoupled_loop_progressive` but returns only the last prev_sample (x_start if no step)."""
-    outputs = decoupled_loop_progressive(denoise_fn, x_start, times, start_index=start_index, stop_index=stop_index,
-                                         generator=generator, eta=eta, preconditioning=preconditioning)
-    return last_sample(outputs, x_start)
+    name = "decoupled"
+    start_time = 1.0
+    end_time = 0.0
+    time_embedding_scale = TIME_EMBEDDING_SCALE
+
+    def __post_init__(self) -> None:
+        if self.num_train_steps < 2:
+            raise ValueError(f"num_train_steps must be >= 2, got {self.num_train_steps}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+
+    def output_channels(self, latent_channels: int) -> int:
+        """Two heads, C and the noise, each shaped like the latent."""
+        return 2 * latent_channels
+
+    def config_time(self, steps: int) -> float:
+        """A config's time in steps of T as t = steps / T, and 1 for T-1 (pure noise in both)."""
+        if not 0 < steps <= self.num_train_steps - 1:
+            raise ValueError(f"t_mid must be in [1, {self.num_train_steps - 1}], got {steps}")
+        return 1.0 if steps == self.num_train_steps - 1 else steps / self.num_train_steps
+
+    def timesteps(self, num_steps: int, start: float | None = None, end: float | None = None) -> tuple[float, ...]:
+        """num_steps + 1 evenly spaced times from `start` (default 1) to `end` (default 0, clean)."""
+        return decoupled_times(num_steps, self.start_time if start is None else start,
+                               self.end_time if end is None else end)
+
+    def check_times(self, times: Sequence[float] | torch.Tensor) -> tuple[float, ...]:
+        """A grid as floats, strictly descending within [0, 1]."""
+        return check_times(times)
+
+    def model_time(self, t: float, like: torch.Tensor) -> torch.Tensor:
+        """The network's time input `[B]` (float64 for float64 latents, else float32)."""
+        return torch.full((like.shape[0],), t, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
+
+    def step(self, model_output: torch.Tensor, t: float, t_prev: float, x_t: torch.Tensor, *,
+             generator: torch.Generator | None = None) -> StepOutput:
+        """Precondition the raw heads, then one `decoupled_step` t -> t_prev."""
+        c_pred, noise_pred = precondition(model_output, x_t, t, self.preconditioning)
+        return decoupled_step(c_pred, noise_pred, x_t, t, t_prev, eta=self.eta, generator=generator)
+
+    def sample_training_times(self, batch_size: int, *, generator: torch.Generator,
+                              device: torch.device | str = "cpu") -> torch.Tensor:
+        """Training times `[B]` float32, uniform on [T_MIN, 1]."""
+        return sample_times(batch_size, generator=generator, device=device)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = (1 - t) x0 + sqrt(t) noise."""
+        return q_sample_decoupled(x0, t, noise)
+
+    def implied_noise(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noise n with x_t = (1 - t) x0 + sqrt(t) n, for times `[B]` in (0, 1]."""
+        t = t.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
+        return (x_t - (1.0 - t) * x0) / t.sqrt()
+
+    def times_on_path(self, u: torch.Tensor, t_end: torch.Tensor) -> torch.Tensor:
+        """Times uniform on [T_MIN, t_end] for u uniform on [0, 1), all `[B]`."""
+        return T_MIN + u * (t_end - T_MIN)
+
+    def training_loss(self, model_output: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                      x_t: torch.Tensor) -> torch.Tensor:
+        """RadioDiff's weighted two-head loss of the raw output at x_t (scalar, float32)."""
+        c_pred, noise_pred = precondition(model_output.float(), x_t, t, self.preconditioning)
+        return decoupled_loss(c_pred, noise_pred, x0, noise, t)
+
+    def spec(self) -> dict:
+        """What a sampled latent depends on besides the weights, the seed and the time grid."""
+        return {"objective": "kc", "preconditioning": self.preconditioning.value, "eta": self.eta}
+
+    def fingerprint(self) -> str:
+        """16 hex digits of `spec`."""
+        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def full_trajectory(self) -> None:
+        """No longer reference sampler than its own few-step one: None."""
+        return None

@@ -8,30 +8,15 @@ conversions here refuse it.
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 import torch
 
 from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient
-
-
-class Prediction(enum.Enum):
-    """The training target of the network; shared by the loss and the samplers."""
-
-    EPS = "eps"
-    V = "v"
-    X0 = "x0"
-    KC = "kc"  # decoupled diffusion: two heads, C (= -x0) and the noise, on t in (0, 1]
-
-    @property
-    def continuous(self) -> bool:
-        """True for an objective on continuous time t in (0, 1], which no NoiseSchedule describes."""
-        return self is Prediction.KC
+from radiodiff.options import Prediction
 
 
 def _require_discrete(prediction: Prediction) -> None:
-    if prediction.continuous:
+    if prediction is Prediction.KC:
         raise ValueError(
             f"prediction {prediction.value!r} is a continuous-time objective with no discrete-schedule "
             "target; use radiodiff.diffusion.decoupled"

@@ -1,4 +1,5 @@
-"""DDIM and DDPM steps and the sampling loop; the network stays outside, behind `denoise_fn`.
+"""DDIM and DDPM steps and the one sampling loop of every process; the network stays outside,
+behind `denoise_fn`.
 
 Symbols (DDIM paper): ab_t = alphas_cumprod[t], ab_prev = alphas_cumprod[t_prev] (1 for
 t_prev = -1, the clean end); x_{t_prev} = sqrt(ab_prev) x0_hat
@@ -9,13 +10,16 @@ sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
 from radiodiff.diffusion.prediction import Prediction, split_prediction
 from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient
+
+if TYPE_CHECKING:
+    from radiodiff.diffusion.process import DiffusionProcess
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -93,53 +97,51 @@ def ddpm_step(
 
 
 def sample_loop_progressive(
+    process: DiffusionProcess,
     denoise_fn: DenoiseFn,
     x_start: torch.Tensor,
-    timesteps: Sequence[int] | torch.Tensor,
-    step_fn: Callable[..., StepOutput],
+    times: Sequence[int | float] | torch.Tensor,
     *,
     start_index: int = 0,
     stop_index: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Iterator[StepOutput]:
-    """Run steps [start_index, stop_index) of `timesteps`, yielding each StepOutput.
+    """Run steps [start_index, stop_index) over the grid `times`, yielding each StepOutput.
 
-    x_start [B, ...] is the latent at timesteps[start_index]. denoise_fn(x_t, t [B] int64)
-    returns the model output; step_fn(model_output, t, t_prev, x_t, generator=...) is e.g.
-    functools.partial(ddim_step, schedule=..., prediction=...). The step after the last
-    timestep goes to t_prev = -1 (clean). The loop holds no state besides x and the
-    generator, so [0, k) then [k, N) with the same generator equals [0, N) bit for bit.
-    Runs without autograd.
+    times holds N + 1 times of `process` (e.g. `process.timesteps(N)`): step i goes from
+    times[i] to times[i + 1], so stop_index = N (the default) lands on times[N] and
+    stop_index = k hands back the latent at times[k]. x_start [B, ...] is the latent at
+    times[start_index]; denoise_fn(x_t, process.model_time(t, x_t)) returns the raw network
+    output. The loop holds no state besides x and the generator, so [0, k) then [k, N) with
+    the same generator equals [0, N) bit for bit. Runs without autograd.
     """
-    steps = [int(t) for t in timesteps]
-    stop = len(steps) if stop_index is None else stop_index
-    if not 0 <= start_index <= stop <= len(steps):
-        raise ValueError(f"need 0 <= start_index ({start_index}) <= stop_index ({stop}) <= {len(steps)}")
+    grid = process.check_times(times)
+    stop = len(grid) - 1 if stop_index is None else stop_index
+    if not 0 <= start_index <= stop <= len(grid) - 1:
+        raise ValueError(f"need 0 <= start_index ({start_index}) <= stop_index ({stop}) <= {len(grid) - 1}")
     x = x_start
     for index in range(start_index, stop):
-        t = steps[index]
-        t_prev = steps[index + 1] if index + 1 < len(steps) else -1
+        t, t_prev = grid[index], grid[index + 1]
         # no_grad only around the work: a `with` spanning the yield would leak the
         # grad mode into the caller while this generator is suspended.
         with torch.no_grad():
-            t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            output = step_fn(denoise_fn(x, t_batch), t, t_prev, x, generator=generator)
+            output = process.step(denoise_fn(x, process.model_time(t, x)), t, t_prev, x, generator=generator)
         x = output.prev_sample
         yield output
 
 
 def sample_loop(
+    process: DiffusionProcess,
     denoise_fn: DenoiseFn,
     x_start: torch.Tensor,
-    timesteps: Sequence[int] | torch.Tensor,
-    step_fn: Callable[..., StepOutput],
+    times: Sequence[int | float] | torch.Tensor,
     *,
     start_index: int = 0,
     stop_index: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Like `sample_loop_progressive` but returns only the last prev_sample (x_start if no step)."""
-    return last_sample(sample_loop_progressive(denoise_fn, x_start, timesteps, step_fn, start_index=start_index,
+    return last_sample(sample_loop_progressive(process, denoise_fn, x_start, times, start_index=start_index,
                                                stop_index=stop_index, generator=generator), x_start)
 
 
@@ -154,7 +156,7 @@ def last_sample(outputs: Iterable[StepOutput], x_start: torch.Tensor) -> torch.T
 def guided_denoise_fn(cond_fn: DenoiseFn, uncond_fn: DenoiseFn, guidance_scale: float) -> DenoiseFn:
     """Classifier-free guidance: uncond + scale * (cond - uncond); scale 1 calls cond_fn only.
 
-    Valid for any Prediction kind, since eps, v and x0 are all linear in the model output.
+    Valid for any objective whose output is linear in the prediction (eps, v, x0, the raw KC heads).
     """
     if guidance_scale == 1.0:
         return cond_fn

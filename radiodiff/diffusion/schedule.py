@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import math
 
 import numpy as np
 import torch
 
-
-class ScheduleKind(enum.Enum):
-    """How beta_t grows over the diffusion steps."""
-
-    LINEAR = "linear"
-    COSINE = "cosine"
+from radiodiff.options import ScheduleKind
 
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:

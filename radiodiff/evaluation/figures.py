@@ -53,8 +53,9 @@ def tradeoff_figure(table: pd.DataFrame):
     return figure
 
 
-def consistency_figure(rows: pd.DataFrame, num_steps: int):
-    """Cosine similarity of latents, same scene vs other scenes, against the step landed on."""
+def consistency_figure(rows: pd.DataFrame, time_range: tuple[float, float]):
+    """Cosine similarity of latents, same scene vs other scenes, against the time landed on;
+    `time_range` (pure noise, clean) of the sampler's own time sets the axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,8 +64,8 @@ def consistency_figure(rows: pd.DataFrame, num_steps: int):
     figure, axis = plt.subplots(figsize=(6, 3.8))
     axis.plot(rows["t"], rows["same_scene"], "o-", label="same scene, other Tx")
     axis.plot(rows["t"], rows["other_scene"], "s-", label="other scenes")
-    axis.set_xlim(num_steps, -1)
-    axis.set_xlabel("diffusion step t (noise -> clean)")
+    axis.set_xlim(*time_range)
+    axis.set_xlabel("diffusion time t (noise -> clean)")
     axis.set_ylabel("mean cosine similarity of latents")
     axis.set_title("Trajectories from one shared noise latent")
     axis.legend()

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radiodiff.artifacts.keys import bank_key
 from radiodiff.bank import MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
 from radiodiff.data.conditions import TxEncoding, encode_condition
 from radiodiff.flux import (
-    FluxPlan, full_plan, model_flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions,
+    FluxPlan, flux_plan, full_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions,
 )
-from radiodiff.generation import LatentDiffusion, SamplerKind
+from radiodiff.generation import LatentDiffusion
 from radiodiff.models.unet import ConditionalUNet
-from radiodiff.stages.bank import bank_key
 from radiodiff.training.rng import seeded_generator
 
 RunFn = Callable[[int, Sequence[int]], torch.Tensor]
@@ -77,7 +77,7 @@ class Toolkit:
         return scene_noise(self.model.latent_shape(self.maps.cond[:1])[1:], [self.maps.maps[r] for r in rows], seed)
 
     def plan(self, t_mid: int, tail_steps: int) -> FluxPlan:
-        return model_flux_plan(self.model, t_mid, self.flux.prefix_steps, tail_steps)
+        return flux_plan(self.model.process, t_mid, self.flux.prefix_steps, tail_steps)
 
     def bank(self, t_mid: int) -> MidpointBank:
         """The bank of `t_mid`, opened once: a server keeps its bank open between queries."""
@@ -86,20 +86,17 @@ class Toolkit:
         return self.banks[t_mid]
 
 
-def from_noise(kit: Toolkit, name: str, steps: int, sampler: SamplerKind) -> Method:
-    """The whole sampler from the seeded start latent with the full condition: DDPM (all T
-    steps) or DDIM-`steps` for a discrete model, decoupled-`steps` for a kc model."""
-    plan = full_plan(kit.model, steps)
+def from_noise(kit: Toolkit, model: LatentDiffusion, steps: int, *, family: str) -> Method:
+    """`model`'s whole sampler (`steps` steps of its process) from the seeded start latent with
+    the full condition; the row is named `{family}_{steps}`, or `{sampler}_full` for the
+    reference trajectory (family `full`)."""
+    plan = full_plan(model.process, steps)
 
     def run(seed, rows):
         cond = kit.maps.cond[list(rows)]
-        return stage2_decode(kit.model, kit.start(seed, rows), cond, plan, sampler=sampler,
-                             generator=seeded_generator(seed))
+        return stage2_decode(model, kit.start(seed, rows), cond, plan, generator=seeded_generator(seed))
 
-    if kit.model.prediction.continuous:
-        family = "decoupled"
-    else:
-        family = "full" if sampler is SamplerKind.DDPM else "ddim"
+    name = f"{model.process.name}_full" if family == "full" else f"{family}_{steps}"
     return Method(name, family, run, steps)
 
 

@@ -1,19 +1,7 @@
-"""Networks: the KL autoencoder, the conditional latent UNet and the supervised baseline."""
+"""Networks (nn.Modules only): the KL autoencoder (`vae`, `vae_loss`, `distributions`), the
+conditional latent UNet (`unet`, `unet_core`, `condition`, `time_embedding`, `attention`,
+`fft_filter`, `blocks`) and the supervised baseline (`baseline`).
 
-from radiodiff.models.attention import AttentionKind
-from radiodiff.models.baseline import SupervisedUNet
-from radiodiff.models.distributions import DiagonalGaussian
-from radiodiff.models.unet import ConditionalUNet
-from radiodiff.models.vae import AutoencoderKL
-from radiodiff.models.vae_loss import ReconKind, estimate_scale_factor, vae_loss
-
-__all__ = [
-    "AttentionKind",
-    "AutoencoderKL",
-    "ConditionalUNet",
-    "DiagonalGaussian",
-    "ReconKind",
-    "SupervisedUNet",
-    "estimate_scale_factor",
-    "vae_loss",
-]
+Import from the modules themselves: this file stays empty, so a stage that needs one network
+(and dvc.yaml, which lists what each stage imports) does not pull in the others.
+"""

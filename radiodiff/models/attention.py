@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import enum
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from radiodiff.models.blocks import group_norm
+from radiodiff.options import AttentionKind
 
 _HEAD_DIM = 32
-
-
-class AttentionKind(enum.Enum):
-    """Which self-attention the latent UNet uses in its low-resolution levels."""
-
-    NONE = "none"
-    WINDOW = "window"
 
 
 def _window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:

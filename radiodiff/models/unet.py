@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from radiodiff.models.attention import AttentionKind
+from radiodiff.options import AttentionKind
 from radiodiff.models.blocks import conv3x3, output_head
 from radiodiff.models.condition import ConditionEncoder
 from radiodiff.models.time_embedding import TimeEmbedding

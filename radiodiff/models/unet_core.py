@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from radiodiff.models.attention import AttentionKind, WindowAttention
+from radiodiff.models.attention import WindowAttention
+from radiodiff.options import AttentionKind
 from radiodiff.models.blocks import Downsample, ResBlock, Upsample
 from radiodiff.models.fft_filter import FourierFilter
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 import math
 
 import torch
 
 from radiodiff.models.distributions import DiagonalGaussian
-
-
-class ReconKind(enum.Enum):
-    """Pixel reconstruction penalty of the VAE."""
-
-    L1 = "l1"
-    L2 = "l2"
+from radiodiff.options import ReconKind
 
 
 def vae_loss(

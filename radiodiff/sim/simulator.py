@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from radiodiff.data.layout import resolve_tx, validate_mask
 from radiodiff.errors import UserError
 from radiodiff.sim.graph import CornerGraph, build_corner_graph
 from radiodiff.sim.model import SimParams, car_loss_gray, gray_to_db, los_gray
 from radiodiff.sim.grazing import clip_values, past_clips
 from radiodiff.sim.labels import corner_labels
+from radiodiff.sim.masks import resolve_tx, validate_mask
 from radiodiff.sim.paths import corner_field
 from radiodiff.sim.rays import car_lengths_to, cast, integrate_cars, padded_grids, ray_fan, visible
 

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from radiodiff.bank import BankKey, Midpoint, MidpointBank, layout_embedding
+from radiodiff.artifacts.keys import bank_key
+from radiodiff.bank import Midpoint, MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
 from radiodiff.data.assemble import read_index
-from radiodiff.flux import model_flux_plan, sampler_hash, scene_noise, stage1_midpoint, static_conditions
+from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, static_conditions
 from radiodiff.generation import LatentDiffusion
-from radiodiff.stages.common import file_digest
 
 
 @dataclass(frozen=True)
@@ -47,22 +47,10 @@ def load_scenes(dataset_dir: Path, splits: Sequence[str]) -> SceneSet:
     return SceneSet(np.asarray(ids, dtype=np.int64), np.stack(buildings))
 
 
-def model_hash(ldm_path: Path) -> str:
-    """The checkpoint part of a bank key: the denoiser file's digest (it names its VAE's)."""
-    return file_digest(ldm_path)[:16]
-
-
-def bank_key(model: LatentDiffusion, ldm_path: Path, cfg: FluxConfig, t_mid: int) -> BankKey:
-    """The key of the static midpoints at `t_mid` made by this model file and `cfg`'s prefix."""
-    plan = model_flux_plan(model, t_mid, cfg.prefix_steps, cfg.tail_steps)
-    # The plan's own time: the step index, or t_mid / T in (0, 1] for a continuous-time model.
-    return BankKey(model_hash=model_hash(ldm_path), sampler_hash=sampler_hash(model, plan), t_mid=plan.t_mid)
-
-
 def compute_midpoints(model: LatentDiffusion, scenes: SceneSet, *, t_mid: int, seed: int, cfg: FluxConfig,
                       channels: int) -> torch.Tensor:
     """Static midpoints `[S, 3, h, w]` of `scenes` at `t_mid`, in batches of `cfg.batch_size`."""
-    plan = model_flux_plan(model, t_mid, cfg.prefix_steps, cfg.tail_steps)
+    plan = flux_plan(model.process, t_mid, cfg.prefix_steps, cfg.tail_steps)
     out = []
     for start in range(0, len(scenes.ids), cfg.batch_size):
         part = scenes.take(range(start, min(start + cfg.batch_size, len(scenes.ids))))

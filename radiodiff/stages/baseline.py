@@ -13,25 +13,20 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from radiodiff.artifacts.baseline import build_baseline
 from radiodiff.config import BaselineConfig, ConditionConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.data.scaling import mask_buildings
 from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.models.baseline import SupervisedUNet
-from radiodiff.stages.common import dataset_digest, load_model_file, predict_all, run_folder, save_model
+from radiodiff.stages.common import dataset_digest, predict_all, run_folder
 from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
 from radiodiff.training.rng import seeded_init
 
-KIND = "baseline"
+KIND = "baseline"  # names its resume folders
 EVAL_BATCH = 64
-
-
-def build_baseline(cfg: BaselineConfig, cond_channels: int) -> SupervisedUNet:
-    """The supervised UNet described by `cfg`."""
-    return SupervisedUNet(in_channels=cond_channels, base_channels=cfg.base_channels,
-                          channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks, dropout=cfg.dropout)
 
 
 def predict_baseline(model: SupervisedUNet, cond: torch.Tensor) -> torch.Tensor:
@@ -85,18 +80,13 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
     return BaselineResult(trained, out, figure)
 
 
-def save_baseline(path: Path, result: BaselineResult, cfg: BaselineConfig, condition: ConditionConfig) -> None:
-    """Write the final baseline file (EMA weights and configs)."""
-    save_model(path, kind=KIND, state_dict=result.model.state_dict(), config={"baseline": cfg, "condition": condition})
+class PredictBaseline(torch.nn.Module):
+    """The MLflow model view of the baseline: condition `[B, C, H, W]` -> gain `[B, 1, H, W]`
+    in one pass, 0 on buildings."""
 
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
 
-def load_baseline(path: Path) -> tuple[SupervisedUNet, ConditionConfig]:
-    """Rebuild the baseline of a file written by `save_baseline`."""
-    from radiodiff.typed_yaml import build
-
-    payload = load_model_file(path, KIND)
-    cfg = build(BaselineConfig, payload["config"]["baseline"], where=f"{path}:baseline")
-    condition = build(ConditionConfig, payload["config"]["condition"], where=f"{path}:condition")
-    model = build_baseline(cfg, condition.channels)
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), condition
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return predict_baseline(self.model, cond)

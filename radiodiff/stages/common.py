@@ -1,4 +1,4 @@
-"""What the training stages share: model files, resume folders, batched evaluation."""
+"""What the training stages share: resume folders keyed by their inputs, batched evaluation."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from typing import Any
 
 import torch
 
+from radiodiff.artifacts.files import file_digest
 from radiodiff.data.assemble import INDEX_FILE
 from radiodiff.errors import UserError
-from radiodiff.io import atomic_path, safe_child
+from radiodiff.io import safe_child
 from radiodiff.typed_yaml import plain
-
-MODEL_FORMAT = 1
 
 
 def run_folder(root: Path, stage: str, *parts: Any) -> Path:
@@ -23,15 +22,6 @@ def run_folder(root: Path, stage: str, *parts: Any) -> Path:
     restart with the same inputs resumes there; changed inputs never resume stale state."""
     digest = hashlib.sha256(json.dumps([plain(p) for p in parts], sort_keys=True, default=str).encode())
     return safe_child(root, stage) / digest.hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file (for keying resume folders and banks on the exact inputs)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def dataset_digest(dataset_dir: Path) -> str:
@@ -44,28 +34,6 @@ def dataset_digest(dataset_dir: Path) -> str:
     for path in sorted(p for p in dataset_dir.iterdir() if p.is_file()):
         sha.update(path.name.encode() + b"\0" + file_digest(path).encode())
     return sha.hexdigest()
-
-
-def save_model(path: Path, *, kind: str, state_dict: dict, config: Any, extra: dict | None = None) -> None:
-    """Write a final model file atomically: weights plus the plain config that rebuilds it."""
-    payload = {"format": MODEL_FORMAT, "kind": kind, "state_dict": state_dict, "config": plain(config),
-               "extra": dict(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_model_file(path: Path, kind: str) -> dict:
-    """Read a model file written by `save_model` (weights_only: it cannot run code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which, not an unpickling trace
-        raise UserError(f"{path}: not a readable radiodiff model file ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != kind or payload.get("format") != MODEL_FORMAT:
-        raise UserError(f"{path}: not a radiodiff {kind} model file")
-    return payload
 
 
 def batched(dataset: torch.utils.data.Dataset, batch_size: int, limit: int | None = None) -> Iterator[dict]:

@@ -23,28 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radiodiff.artifacts.files import file_digest
+from radiodiff.artifacts.keys import bank_key
 from radiodiff.bank import MidpointBank
 from radiodiff.config import ConditionConfig, FluxConfig
 from radiodiff.data.dataset import RadioMapDataset
-from radiodiff.diffusion.decoupled import T_MIN, decoupled_loss, precondition, q_sample_decoupled
-from radiodiff.diffusion.losses import q_sample
-from radiodiff.diffusion.prediction import prediction_target
+from radiodiff.diffusion.process import DiffusionProcess
 from radiodiff.errors import UserError
-from radiodiff.flux import (
-    continuous_time, model_flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions,
-)
+from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
-from radiodiff.models.unet import ConditionalUNet
-from radiodiff.stages.bank import bank_key, load_scenes
-from radiodiff.stages.common import (
-    batched, dataset_digest, file_digest, load_model_file, run_folder, save_model,
-)
+from radiodiff.stages.bank import load_scenes
+from radiodiff.stages.common import batched, dataset_digest, run_folder
 from radiodiff.stages.ldm import LatentDataset, encode_dataset
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import TrainResult, train_loop
 
-KIND = "flux_tail"
+KIND = "flux_tail"  # names its resume folders
 VAL_MAPS = 64
 
 
@@ -66,27 +61,11 @@ def bank_midpoints(model: LatentDiffusion, ldm_path: Path, bank_dir: Path, cfg: 
     return out
 
 
-def path_point(z_mid: torch.Tensor, x0: torch.Tensor, t_mid: torch.Tensor, t: torch.Tensor, schedule):
-    """(x_t, eps_hat) on the deterministic path from z_mid (at t_mid) to x0, all `[B, 3, h, w]`."""
-    ab_mid = torch.as_tensor(schedule.alphas_cumprod_at(t_mid), dtype=x0.dtype).view(-1, 1, 1, 1)
-    eps_hat = (z_mid - ab_mid.sqrt() * x0) / (1.0 - ab_mid).sqrt()
-    return q_sample(x0, t, eps_hat, schedule), eps_hat
-
-
-def decoupled_path_point(z_mid: torch.Tensor, x0: torch.Tensor, t_mid: torch.Tensor, t: torch.Tensor):
-    """(x_t, n_hat) on the decoupled eta = 0 path from z_mid (at continuous t_mid) to x0;
-    tensors `[B, 3, h, w]`, times `[B]` in (0, 1]."""
-    t_mid = t_mid.to(x0.dtype).view(-1, 1, 1, 1)
-    n_hat = (z_mid - (1.0 - t_mid) * x0) / t_mid.sqrt()
-    return q_sample_decoupled(x0, t, n_hat), n_hat
-
-
-def _draw_times(t_mid: torch.Tensor, generator: torch.Generator, *, low: float, discrete: bool) -> torch.Tensor:
+def _draw_times(process: DiffusionProcess, t_mid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Half the draws at t_mid itself (the first tail step, which sees z_mid as is), the rest
-    uniform on the remaining path [low, t_mid]."""
+    uniform on the remaining path from t_mid to the clean end."""
     size = t_mid.shape[0]
-    u = torch.rand(size, generator=generator)
-    later = (u * (t_mid + 1)).long() if discrete else low + u * (t_mid - low)
+    later = process.times_on_path(torch.rand(size, generator=generator), t_mid)
     return torch.where(torch.rand(size, generator=generator) < 0.5, t_mid, later)
 
 
@@ -102,32 +81,25 @@ def _pick_midpoints(batch: dict, generator: torch.Generator, t_mids: torch.Tenso
 
 
 def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
-    """The tail's loss on the path from each sample's static midpoint to its clean latent: the
-    prediction target of a discrete model, RadioDiff's two-head loss of a kc one."""
-    if model.prediction.continuous:
-        t_mids = torch.tensor([continuous_time(t, model.schedule.num_steps) for t in cfg.t_mids])
-    else:
-        t_mids = torch.tensor(cfg.t_mids)
+    """The process's training loss on the path from each sample's static midpoint z_mid to its
+    clean latent x0: the noise z_mid implies at t_mid puts every point of that path at x0."""
+    process = model.process
+    t_mids = torch.tensor([process.config_time(t) for t in cfg.t_mids])
 
     def loss_fn(unet, batch, step, generator):
         x0, cond = batch["latent"], batch["cond"]
         z_mid, t_mid = _pick_midpoints(batch, generator, t_mids, midpoints, scene_row)
-        if model.prediction.continuous:
-            t = _draw_times(t_mid, generator, low=T_MIN, discrete=False)
-            x_t, n_hat = decoupled_path_point(z_mid, x0, t_mid, t)
-            c_pred, noise_pred = precondition(unet(x_t, t, cond).float(), x_t, t, model.preconditioning)
-            return decoupled_loss(c_pred, noise_pred, x0, n_hat, t), {}
-        t = _draw_times(t_mid, generator, low=0, discrete=True)
-        x_t, eps_hat = path_point(z_mid, x0, t_mid, t, model.schedule)
-        target = prediction_target(x0, eps_hat, t, model.schedule, model.prediction)
-        return torch.nn.functional.mse_loss(unet(x_t, t, cond).float(), target.float()), {}
+        t = _draw_times(process, t_mid, generator)
+        noise = process.implied_noise(z_mid, x0, t_mid)
+        x_t = process.add_noise(x0, noise, t)
+        return process.training_loss(unet(x_t, t, cond), x0=x0, noise=noise, t=t, x_t=x_t), {}
 
     return loss_fn
 
 
 def _val_fn(model: LatentDiffusion, cfg: FluxConfig, val: RadioMapDataset):
     """NMSE of Flux (t_mid = cfg.t_mid, seed of cfg.seeds[0]) on the first validation maps."""
-    plan = model_flux_plan(model, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps)
+    plan = flux_plan(model.process, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps)
     batch = next(iter(batched(val, VAL_MAPS)))
     cond = batch["cond"]
     static = static_conditions(cond[:, 0].numpy() > 0, cond.shape[1])
@@ -157,19 +129,3 @@ def train_tail(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConf
         checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir),
                                   file_digest(ldm_path)),
     )
-
-
-def save_tail(path: Path, unet: ConditionalUNet, cfg: FluxConfig, ldm_path: Path) -> None:
-    """Write the fine-tuned tail (EMA weights), tied to the denoiser file it was tuned from."""
-    save_model(path, kind=KIND, state_dict=unet.state_dict(), config={"flux": cfg},
-               extra={"ldm_digest": file_digest(ldm_path)})
-
-
-def load_tail(path: Path, ldm_path: Path, model: LatentDiffusion) -> ConditionalUNet:
-    """The fine-tuned tail of `save_tail`, refused unless it was tuned from `ldm_path`."""
-    payload = load_model_file(path, KIND)
-    if payload["extra"]["ldm_digest"] != file_digest(ldm_path):
-        raise UserError(f"{path} was fine-tuned from another denoiser than {ldm_path}")
-    unet = copy.deepcopy(model.unet)
-    unet.load_state_dict(payload["state_dict"])
-    return unet.eval()

@@ -8,28 +8,21 @@ from typing import Any
 
 import torch
 
+from radiodiff.artifacts.vae import build_vae
 from radiodiff.config import VAEConfig
 from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.data.scaling import to_gain, to_model_scale
 from radiodiff.metrics import summarize
 from radiodiff.models.vae import AutoencoderKL
 from radiodiff.models.vae_loss import estimate_scale_factor, vae_loss
-from radiodiff.stages.common import (
-    batched, dataset_digest, load_model_file, predict_all, run_folder, save_model,
-)
-from radiodiff.data.scaling import to_gain, to_model_scale
+from radiodiff.stages.common import batched, dataset_digest, predict_all, run_folder
 from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
 from radiodiff.training.rng import seeded_init
 
-KIND = "vae"
+KIND = "vae"  # names its resume folders
 EVAL_BATCH = 64
-
-
-def build_vae(cfg: VAEConfig) -> AutoencoderKL:
-    """The autoencoder described by `cfg`."""
-    return AutoencoderKL(in_channels=1, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels,
-                         channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks, dropout=cfg.dropout)
 
 
 @dataclass(frozen=True)
@@ -94,17 +87,13 @@ def latent_scale(model: AutoencoderKL, dataset, limit: int = 512) -> float:
     return estimate_scale_factor(torch.cat(latents))
 
 
-def save_vae(path: Path, result: VAEResult, cfg: VAEConfig) -> None:
-    """Write the final autoencoder file (EMA weights, config, scale factor)."""
-    save_model(path, kind=KIND, state_dict=result.model.state_dict(), config=cfg,
-               extra={"scale_factor": result.scale_factor})
+class Reconstruct(torch.nn.Module):
+    """The MLflow model view of the VAE: gain `[B, 1, H, W]` in [0, 1] -> its reconstruction
+    (posterior mode), same shape."""
 
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
 
-def load_vae(path: Path) -> tuple[AutoencoderKL, float]:
-    """Rebuild the autoencoder of a file written by `save_vae`: (model in eval mode, scale factor)."""
-    from radiodiff.typed_yaml import build
-
-    payload = load_model_file(path, KIND)
-    model = build_vae(build(VAEConfig, payload["config"], where=f"{path}:config"))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), float(payload["extra"]["scale_factor"])
+    def forward(self, gain: torch.Tensor) -> torch.Tensor:
+        return to_gain(self.vae.decode(self.vae.encode(to_model_scale(gain)).mode()))

@@ -17,11 +17,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-for _name, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "MLFLOW_LOGGING_LEVEL": "WARNING",
-                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
-    os.environ.setdefault(_name, _value)
+from radiodiff.offline import apply_offline_defaults
 
-import mlflow  # noqa: E402  (after the telemetry switches, which mlflow reads at import)
+apply_offline_defaults()  # before mlflow, which reads its switches at import
+
+import mlflow  # noqa: E402
 
 from radiodiff.tracking.crashes import fail_orphaned_runs, owner_tags, sigterm_raises  # noqa: E402
 from radiodiff.typed_yaml import plain  # noqa: E402
@@ -102,15 +102,42 @@ class StageRun:
         mlflow.set_tags(dict(tags))
 
 
+class SilentRun(StageRun):
+    """The handle of a process that does not track: every call does nothing (the ranks other
+    than 0 of a DDP run, which train alongside rank 0 while it alone logs)."""
+
+    def __init__(self) -> None:
+        self.run_id = ""
+
+    def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        pass
+
+    def log_model(self, module: Any, name: str, input_example: Any) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, config: Any, *, profile: str = "default", tags: Mapping[str, str] | None = None,
-              parent: bool = False, run_id: str | None = None) -> Iterator[StageRun]:
+              parent: bool = False, run_id: str | None = None, enabled: bool = True) -> Iterator[StageRun]:
     """Open one MLflow run for `stage`, log `config` as params; mark it FAILED if the body raises.
 
     `parent=False` opens a top-level run; nested runs (Optuna trials) pass `parent=True`.
     `run_id` re-opens that run instead (a resumed Optuna study): tags are set again, params
-    are not (MLflow params are write-once).
+    are not (MLflow params are write-once). `enabled=False` opens nothing and yields a
+    `SilentRun` (a DDP rank other than 0).
     """
+    if not enabled:
+        yield SilentRun()
+        return
     configure()
     fail_orphaned_runs(stage, mlflow.get_experiment_by_name(EXPERIMENT).experiment_id)  # runs of killed processes
     flat = flatten_params(config)

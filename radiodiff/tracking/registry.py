@@ -171,7 +171,7 @@ def register_flux_model(*, ldm_path: Path, vae_path: Path, flux: FluxConfig, res
     the bank's key), `tail` (used or not) and `tags` (e.g. evaluate metrics). Returns the version.
     MLflow runs the input example through the model once while logging: a smoke test for free.
     """
-    from radiodiff.stages.bank import model_hash
+    from radiodiff.artifacts.keys import model_hash
 
     if mlflow.active_run() is None:
         raise RuntimeError("register_flux_model needs an active MLflow run (open one with tracking.stage_run)")

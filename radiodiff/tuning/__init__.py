@@ -1,6 +1,6 @@
 """Optuna tuning of a pipeline stage, with the search space in params.yaml's `tune:` section.
 
-- `config`: the `tune:` section as frozen dataclasses (no Optuna import: params load stays cheap).
+- `radiodiff.tune_config` (beside the params config, a leaf): the `tune:` section as dataclasses.
 - `overrides`: set dotted params keys on a frozen config (`apply_overrides`).
 - `space`: the space checked against its stage; a trial's config; sampling one parameter.
 - `objective`: one trial trains the stage for its budget and reports validation to the pruner.

@@ -7,7 +7,7 @@ from typing import Any
 
 from radiodiff.config import Params
 from radiodiff.errors import UserError
-from radiodiff.tuning.config import ParamKind, ParamSpec, TuneConfig, TuneStage
+from radiodiff.tune_config import ParamKind, ParamSpec, TuneConfig, TuneStage
 from radiodiff.tuning.overrides import apply_overrides
 
 # The params sections each tunable stage reads: a key elsewhere would not change the trial.

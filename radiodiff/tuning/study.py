@@ -16,7 +16,7 @@ from radiodiff.config import Params
 from radiodiff.data.assemble import INDEX_FILE
 from radiodiff.errors import UserError
 from radiodiff.tuning.best import write_best
-from radiodiff.tuning.config import PrunerKind, TuneConfig
+from radiodiff.tune_config import PrunerKind, TuneConfig
 from radiodiff.tuning.objective import InvalidTrialConfig, TrialInputs, make_objective
 from radiodiff.tuning.report import TrialRow, study_figures, trial_rows
 from radiodiff.tuning.space import check_space

@@ -21,8 +21,8 @@ def flux_config(t_mids: tuple[int, ...], seeds: tuple[int, ...]) -> FluxConfig:
 
 def fill(ldm: Path, vae: Path, dataset: Path, bank: Path, cfg: FluxConfig) -> int:
     """Insert the missing midpoints of every layout of `cfg.splits`; rows written."""
+    from radiodiff.artifacts.denoiser import load_ldm
     from radiodiff.stages.bank import fill_bank, load_scenes
-    from radiodiff.stages.ldm import load_ldm
 
     model, _, condition = load_ldm(ldm, vae)
     return fill_bank(model, ldm, bank, load_scenes(dataset, cfg.splits), cfg, condition.channels)

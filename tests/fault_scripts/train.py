@@ -31,18 +31,20 @@ INIT_SEED = 0  # fresh weights come from torch's global generator
 
 def train(kind: str, dataset: Path, work: Path, out: Path, vae: Path | None, log) -> dict[str, float]:
     """Train (or resume) the toy model of `kind`, save it to `out`; return its metrics."""
-    from radiodiff.stages.ldm import save_ldm, train_ldm
-    from radiodiff.stages.vae import save_vae, train_vae
+    from radiodiff.artifacts.denoiser import save_ldm
+    from radiodiff.artifacts.vae import save_vae
+    from radiodiff.stages.ldm import train_ldm
+    from radiodiff.stages.vae import train_vae
 
     torch.manual_seed(INIT_SEED)
     cfg = CONFIGS[kind]
     if kind == "vae":
         result = train_vae(cfg, dataset_dir=dataset, work_dir=work, log=log, progress=False)
-        save_vae(out, result, cfg)
+        save_vae(out, result.model, cfg, scale_factor=result.scale_factor)
     else:
         result = train_ldm(cfg, ConditionConfig(), dataset_dir=dataset, vae_path=vae, work_dir=work, log=log,
                            progress=False)
-        save_ldm(out, result, cfg, ConditionConfig(), vae)
+        save_ldm(out, result.model.unet, cfg, ConditionConfig(), vae)
     return result.metrics
 
 

@@ -1,0 +1,69 @@
+"""The denoiser's model files: the LDM (tied to its VAE) and its fine-tuned Flux tail (tied to
+the LDM): build, save and load (onto a device). A file paired with another model than the one
+it was trained on is refused."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from radiodiff.artifacts.files import Device, file_digest, load_model_file, save_model
+from radiodiff.artifacts.vae import load_vae
+from radiodiff.config import ConditionConfig, FluxConfig, LDMConfig
+from radiodiff.diffusion.process import make_process
+from radiodiff.errors import UserError
+from radiodiff.generation import LatentDiffusion
+from radiodiff.models.unet import ConditionalUNet
+from radiodiff.typed_yaml import build
+
+LDM, TAIL = "ldm", "flux_tail"  # the `kind` of each file
+
+
+def build_unet(cfg: LDMConfig, cond_channels: int, latent_channels: int = 3) -> ConditionalUNet:
+    """The denoiser described by `cfg` for a condition of `cond_channels` channels; its output
+    channels and time scale are what the objective's process asks for."""
+    unet, process = cfg.unet, make_process(cfg.diffusion)
+    return ConditionalUNet(latent_channels=latent_channels, cond_channels=cond_channels,
+                           base_channels=unet.base_channels, channel_mults=unet.channel_mults,
+                           num_res_blocks=unet.num_res_blocks, cond_base_channels=unet.cond_base_channels,
+                           attention=unet.attention, window_size=unet.window_size, fft_filter=unet.fft_filter,
+                           dropout=unet.dropout, out_channels=process.output_channels(latent_channels),
+                           time_scale=process.time_embedding_scale)
+
+
+def save_ldm(path: Path, unet: ConditionalUNet, cfg: LDMConfig, condition: ConditionConfig, vae_path: Path) -> None:
+    """Write the denoiser file (weights, configs, the digest of the VAE it was trained on)."""
+    save_model(path, kind=LDM, state_dict=unet.state_dict(), config={"ldm": cfg, "condition": condition},
+               extra={"vae_digest": file_digest(vae_path)})
+
+
+def load_ldm(path: Path, vae_path: Path, device: Device = "cpu") -> tuple[LatentDiffusion, LDMConfig, ConditionConfig]:
+    """The sampling bundle of `save_ldm` and `save_vae` files on `device`, with its configs."""
+    payload = load_model_file(path, LDM)
+    if payload["extra"]["vae_digest"] != file_digest(vae_path):
+        raise UserError(f"{path} was trained on another VAE than {vae_path}")
+    raw = payload["config"]["ldm"]
+    raw.get("unet", {}).pop("two_heads", None)  # files written before the process set the heads
+    cfg = build(LDMConfig, raw, where=f"{path}:ldm")
+    condition = build(ConditionConfig, payload["config"]["condition"], where=f"{path}:condition")
+    vae, scale = load_vae(vae_path, device)
+    unet = build_unet(cfg, condition.channels, vae.latent_channels)
+    unet.load_state_dict(payload["state_dict"])
+    return LatentDiffusion(unet.eval().to(device), vae, make_process(cfg.diffusion), scale), cfg, condition
+
+
+def save_tail(path: Path, unet: ConditionalUNet, cfg: FluxConfig, ldm_path: Path) -> None:
+    """Write the fine-tuned tail (weights), tied to the denoiser file it was tuned from."""
+    save_model(path, kind=TAIL, state_dict=unet.state_dict(), config={"flux": cfg},
+               extra={"ldm_digest": file_digest(ldm_path)})
+
+
+def load_tail(path: Path, ldm_path: Path, model: LatentDiffusion) -> ConditionalUNet:
+    """The fine-tuned tail of `save_tail` on the device of `model`, refused unless it was tuned
+    from `ldm_path` (a copy of `model.unet` with the tail's weights)."""
+    payload = load_model_file(path, TAIL)
+    if payload["extra"]["ldm_digest"] != file_digest(ldm_path):
+        raise UserError(f"{path} was fine-tuned from another denoiser than {ldm_path}")
+    unet = copy.deepcopy(model.unet)
+    unet.load_state_dict(payload["state_dict"])
+    return unet.eval()

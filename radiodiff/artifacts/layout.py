@@ -1,0 +1,60 @@
+"""Where the pipeline reads and writes, relative to the project root: named once, here.
+
+dvc.yaml spells the same paths (a test reads both); stage entry points, `radiodiff predict`
+and the registry take them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DATASET_DIR = Path("data/prepared")  # prepare's shards and Parquet index
+PREPARE_CACHE_DIR = Path("data/cache/prepare")  # per-map shards of a resumable prepare
+RUNS_DIR = Path("data/cache/runs")  # resumable training checkpoints (outside DVC's outs)
+TUNE_DIR = Path("data/cache/tune")  # Optuna trial checkpoints, removed after each trial
+BANK_DIR = Path("bank")  # the midpoint bank (Parquet parts)
+METRICS_DIR = Path("metrics")  # DVC metrics, one JSON per stage
+PLOTS_DIR = Path("plots")  # DVC plots: figures and plot data
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The trained model files of one pipeline run, in `folder`."""
+
+    folder: Path = Path("models")
+
+    @property
+    def vae(self) -> Path:
+        return self.folder / "vae.pt"
+
+    @property
+    def ldm(self) -> Path:
+        """The served denoiser (params `ldm`)."""
+        return self.folder / "ldm.pt"
+
+    @property
+    def ldm_alt(self) -> Path:
+        """The same denoiser on the other objective (params `ldm_alt`)."""
+        return self.folder / "ldm_alt.pt"
+
+    @property
+    def baseline(self) -> Path:
+        return self.folder / "baseline.pt"
+
+    @property
+    def flux_tail(self) -> Path:
+        """The denoiser fine-tuned on the Flux tail."""
+        return self.folder / "flux_tail.pt"
+
+    def all(self) -> dict[str, Path]:
+        """Every model file by name."""
+        return {name: getattr(self, name) for name in ("vae", "ldm", "ldm_alt", "baseline", "flux_tail")}
+
+
+MODELS = ModelFiles()
+
+
+def metrics_file(stage: str) -> Path:
+    """A stage's DVC metrics file."""
+    return METRICS_DIR / f"{stage}.json"

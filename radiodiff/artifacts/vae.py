@@ -1,0 +1,31 @@
+"""The VAE's model file: build, save and load (onto a device)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from radiodiff.artifacts.files import Device, load_model_file, save_model
+from radiodiff.config import VAEConfig
+from radiodiff.models.vae import AutoencoderKL
+from radiodiff.typed_yaml import build
+
+KIND = "vae"  # the `kind` of the file
+
+
+def build_vae(cfg: VAEConfig) -> AutoencoderKL:
+    """The autoencoder gain `[1, H, W]` -> latent described by `cfg`."""
+    return AutoencoderKL(in_channels=1, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels,
+                         channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks, dropout=cfg.dropout)
+
+
+def save_vae(path: Path, model: AutoencoderKL, cfg: VAEConfig, *, scale_factor: float) -> None:
+    """Write the autoencoder file (weights, config, latent scale factor)."""
+    save_model(path, kind=KIND, state_dict=model.state_dict(), config=cfg, extra={"scale_factor": scale_factor})
+
+
+def load_vae(path: Path, device: Device = "cpu") -> tuple[AutoencoderKL, float]:
+    """The autoencoder of `save_vae` in eval mode on `device`, and its scale factor."""
+    payload = load_model_file(path, KIND)
+    model = build_vae(build(VAEConfig, payload["config"], where=f"{path}:config"))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval().to(device), float(payload["extra"]["scale_factor"])

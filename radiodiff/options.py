@@ -1,0 +1,76 @@
+"""Every named choice of params.yaml, as Enums: the vocabulary config and code share.
+
+A leaf: imports nothing but the standard library, so parsing params never pays for torch.
+The modules that act on a choice (the networks, the schedule, the condition encoder) import
+their Enum from here.
+"""
+
+from __future__ import annotations
+
+import enum
+
+SPLITS = ("train", "val", "test")  # RadioUNet's split of the RadioMapSeer maps
+
+
+class TargetSource(enum.Enum):
+    """Where the training targets come from."""
+
+    SIMULATE = "simulate"  # the project's propagation simulator on the shipped layouts
+    RADIOMAPSEER = "radiomapseer"  # gain PNGs of a full RadioMapSeer copy
+
+
+class TxEncoding(enum.Enum):
+    """A geometric field of the Tx position, each one extra condition channel in [0, 1]."""
+
+    LOG_DISTANCE = "log_distance"  # 1 - log10(d) / log10(d_max): bright near the Tx
+    BLOB = "blob"  # exp(-d^2 / 2 sigma^2)
+    LOS = "los"  # 1 where the straight segment from the Tx crosses no building
+    LOS_LOG_DISTANCE = "los_log_distance"  # LOS x LOG_DISTANCE
+
+
+class ReconKind(enum.Enum):
+    """Pixel reconstruction penalty of the VAE."""
+
+    L1 = "l1"
+    L2 = "l2"
+
+
+class AttentionKind(enum.Enum):
+    """Which self-attention the latent UNet uses in its low-resolution levels."""
+
+    NONE = "none"
+    WINDOW = "window"
+
+
+class ScheduleKind(enum.Enum):
+    """How beta_t grows over the diffusion steps."""
+
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
+class Prediction(enum.Enum):
+    """The diffusion objective: what the network predicts. EPS, V and X0 live on a discrete
+    noise schedule; KC is RadioDiff's decoupled objective on continuous time (two heads, C
+    and the noise). `radiodiff.diffusion.make_process` turns one into its process."""
+
+    EPS = "eps"
+    V = "v"
+    X0 = "x0"
+    KC = "kc"
+
+
+class Preconditioning(enum.Enum):
+    """How the raw heads of the decoupled (KC) objective become (C, noise); see
+    `radiodiff.diffusion.decoupled.head_coefficients`. MMSE: the linear MMSE skip with unit
+    variance targets (EDM's rule); RADIODIFF: RadioDiff's published coefficients."""
+
+    MMSE = "mmse"
+    RADIODIFF = "radiodiff"
+
+
+class SamplerKind(enum.Enum):
+    """Reverse-process sampler of a discrete-schedule objective."""
+
+    DDIM = "ddim"  # deterministic with eta = 0; any number of steps
+    DDPM = "ddpm"  # ancestral; all T steps
