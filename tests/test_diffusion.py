@@ -13,7 +13,6 @@ from radiodiff.diffusion import (
     Prediction,
     ScheduleKind,
     ddim_step,
-    ddim_timesteps,
     ddpm_step,
     diffusion_loss,
     drop_condition_channels,
@@ -188,15 +187,17 @@ def test_drop_condition_edge_probabilities_and_errors():
 # -- samplers ------------------------------------------------------------------------------
 
 
-def test_ddim_timesteps_descend_from_last_step():
-    steps = ddim_timesteps(1000, 50)
-    assert steps.dtype == torch.int64 and len(steps) == 50
-    assert steps[0] == 999 and steps[-1] == 0
-    assert torch.all(steps[1:] < steps[:-1])
-    assert ddim_timesteps(1000, 1).tolist() == [999]
-    assert torch.equal(ddim_timesteps(7, 7), torch.arange(6, -1, -1))
+def test_discrete_timesteps_descend_from_last_step_to_clean():
+    process = DiscreteProcess(make_schedule(ScheduleKind.LINEAR, 1000), Prediction.EPS)
+    steps = process.timesteps(50)
+    assert len(steps) == 51 and steps[0] == 999 and steps[-2:] == (0, CLEAN)
+    assert all(later < earlier for earlier, later in zip(steps, steps[1:]))
+    assert process.timesteps(1) == (999, CLEAN)
+    assert process.timesteps(3, start=600, end=300) == (600, 500, 400, 300)  # a Flux prefix
+    every = DiscreteProcess(make_schedule(ScheduleKind.LINEAR, 7), Prediction.EPS).timesteps(7)
+    assert every == (6, 5, 4, 3, 2, 1, 0, CLEAN)
     with pytest.raises(ValueError):
-        ddim_timesteps(10, 11)
+        process.timesteps(1001)
 
 
 def test_ddim_step_matches_hand_formula():
@@ -247,7 +248,6 @@ def test_ddim_with_oracle_lands_on_x0(kind, prediction, eta):
     for start in (0, 17):
         x_start = torch.randn(2, 3, 8, 8, generator=_gen(start)) * 3
         timesteps = process.timesteps(25)
-        assert timesteps == (*ddim_timesteps(1000, 25).tolist(), CLEAN)
         out = sample_loop(process, _oracle(x0, schedule, prediction), x_start, timesteps, start_index=start,
                           generator=_gen(10))
         torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
@@ -295,7 +295,7 @@ def test_progressive_yields_each_step_and_leaves_grad_mode_alone():
                                           start_index=2, stop_index=7):
         assert torch.is_grad_enabled()
         outputs.append(output)
-    assert len(outputs) == 5 and seen == ddim_timesteps(100, 10)[2:7].tolist()
+    assert len(outputs) == 5 and seen == list(process.timesteps(10)[2:7])
     assert all(o.prev_sample.shape == o.pred_x0.shape == (1, 3, 4, 4) for o in outputs)
     with pytest.raises(ValueError):
         next(sample_loop_progressive(process, denoise, torch.zeros(1), [3, 2], start_index=2, stop_index=1))

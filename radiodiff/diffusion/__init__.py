@@ -17,7 +17,6 @@ from radiodiff.diffusion.process import DiffusionProcess, make_process
 from radiodiff.diffusion.sampling import (
     StepOutput,
     ddim_step,
-    ddim_timesteps,
     ddpm_step,
     guided_denoise_fn,
     sample_loop,
@@ -44,7 +43,6 @@ __all__ = [
     "StepOutput",
     "cosine_betas",
     "ddim_step",
-    "ddim_timesteps",
     "ddpm_step",
     "decoupled_loss",
     "decoupled_step",

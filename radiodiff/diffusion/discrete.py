@@ -83,7 +83,11 @@ class DiscreteProcess:
 
     def timesteps(self, num_steps: int, start: int | None = None, end: int | None = None) -> tuple[int, ...]:
         """num_steps + 1 descending indices from `start` (default T-1) to `end` (default
-        clean): a network call at each but the last."""
+        clean), evenly spread (rounded): a network call at each but the last.
+
+        Starting at T-1 makes the first step see pure-noise statistics; ending at 0 before the
+        clean end makes the last jump short. num_steps = T gives every step, as DDPM uses.
+        """
         start = self.start_time if start is None else self.config_time(start)
         if end is None:
             return (*step_grid(start, 0, num_steps), CLEAN)

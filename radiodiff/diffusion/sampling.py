@@ -31,18 +31,6 @@ class StepOutput(NamedTuple):
     pred_x0: torch.Tensor
 
 
-def ddim_timesteps(num_train_steps: int, num_inference_steps: int) -> torch.Tensor:
-    """Descending int64 timesteps [N] from T-1 down to 0, evenly spread (rounded).
-
-    Starting at T-1 makes the first step see pure-noise statistics; ending at 0 makes the
-    last jump (to the clean sample) short. N = T gives every step, as DDPM uses.
-    """
-    if not 1 <= num_inference_steps <= num_train_steps:
-        raise ValueError(f"need 1 <= num_inference_steps ({num_inference_steps}) <= {num_train_steps}")
-    steps = np.round(np.linspace(num_train_steps - 1, 0, num_inference_steps)).astype(np.int64)
-    return torch.from_numpy(steps)
-
-
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
