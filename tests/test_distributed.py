@@ -174,6 +174,30 @@ def test_under_torchrun_the_stage_runs_instead_of_relaunching(tmp_path, monkeypa
     assert not torch.distributed.is_initialized()  # torn down
 
 
+def test_every_rank_runs_the_same_stage_body_and_only_rank_zero_tracks_and_writes(dataset, tmp_path, monkeypatch,
+                                                                                  mlflow_store):
+    # The stage body of a rank other than 0: the same training call, no flow run, no MLflow
+    # run, no model file; rank 0 runs the same function as a Prefect flow and writes.
+    import mlflow
+
+    from pipelines._stage import rank_flow
+    from pipelines.train_vae import train_vae_flow
+    from radiodiff.config import VAEConfig
+    from tests.conftest import DATA, LOOP
+
+    cfg = VAEConfig(base_channels=8, channel_mults=(1, 2, 4), data=DATA, train=LOOP)
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    body = rank_flow(train_vae_flow)
+    assert body is train_vae_flow.fn
+    worker = body(cfg, dataset_dir=str(dataset / "data"), model_path=str(tmp_path / "worker.pt"),
+                  work_dir=str(tmp_path / "work"))
+    assert not (tmp_path / "worker.pt").exists() and "test_nmse" in worker
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    assert mlflow.get_experiment_by_name("radiodiff") is None  # no store touched at all
+    monkeypatch.setattr(distributed, "is_main", lambda: True)
+    assert rank_flow(train_vae_flow) is train_vae_flow
+
+
 def test_torchrun_command_is_an_argument_list():
     assert torchrun_command("pipelines.train_ldm", ["--params", "my params.yaml"], devices=8, python="py") == [
         "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8",
