@@ -18,17 +18,22 @@ from prefect import task  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 
 from radiodiff.artifacts.layout import METRICS_DIR, PLOTS_DIR  # noqa: E402
-from radiodiff.errors import UserError  # noqa: E402
+from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT, RunFailure, UserError  # noqa: E402
 from radiodiff.io import atomic_write_text, safe_child  # noqa: E402
 
 
 def run_stage(body: Callable[[], Any]) -> int:
-    """Run a stage body; a `UserError` becomes one line on stderr and exit code 2."""
+    """Run a stage body; a `UserError` becomes one line on stderr and exit code 2, a
+    `RunFailure` (out of memory, a diverged loss) one line and exit code 3: both fail again
+    if retried, so the Prefect flow does not retry them."""
     try:
         body()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
+    except RunFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return RUN_FAILURE_EXIT
     return 0
 
 
@@ -37,13 +42,15 @@ class Launch:
     """How a training stage spreads over `LoopConfig.devices` processes under torchrun.
 
     - module: the stage's module, re-run as `python -m module` by every rank.
-    - loop(params) -> LoopConfig: the stage's training settings (their `devices`).
+    - section: where `loop` sits in params (`vae.train`), as errors name it.
+    - loop(params) -> LoopConfig: the stage's training settings (their `devices`, `device`).
 
     Every rank runs the same stage body; inside it, `distributed.is_main()` gates what only
     rank 0 does (tracking, output files), and `rank_flow` gives rank 0 alone a Prefect flow run.
     """
 
     module: str
+    section: str
     loop: Callable[[Any], Any]
 
 
@@ -70,11 +77,14 @@ def stage_main(argv: list[str] | None, description: str, body: Callable[[Any], A
 
 def _run_or_launch(params: Any, params_path: str, body: Callable[[Any], Any], launch: Launch | None) -> int:
     """Run the stage in this process, or, when it trains on several devices and torchrun has
-    not started this process, re-run it under torchrun and return that run's exit code."""
+    not started this process, re-run it under torchrun and return that run's exit code. More
+    GPUs than are visible is refused here, as one line, before torchrun starts any process."""
+    from radiodiff.devices import check_device_count
     from radiodiff.training import distributed
 
     devices = 1 if launch is None else launch.loop(params).devices
     if devices > 1 and not distributed.launched():
+        check_device_count(devices, launch.loop(params).device, where=launch.section)
         return distributed.launch(launch.module, ["--params", params_path], devices=devices)
     use_all_cores()
     with distributed.process_group():

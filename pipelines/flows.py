@@ -30,8 +30,12 @@ apply_offline_defaults()  # before prefect, which reads its switches at import
 from prefect import flow, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
+from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT  # noqa: E402
+
 PROFILES = {"default": None, "paper": Path("profiles/paper.yaml")}
-USER_ERROR = 2  # a stage's exit code for a `UserError` (pipelines/_stage.run_stage)
+# A stage's exit codes that a retry would only repeat (pipelines/_stage.run_stage): a UserError,
+# and a RunFailure (CUDA out of memory, a diverged loss).
+DETERMINISTIC_EXITS = frozenset({USER_ERROR_EXIT, RUN_FAILURE_EXIT})
 STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)")
 
 
@@ -50,12 +54,12 @@ class StageFailed(RuntimeError):
 
 def is_transient(returncode: int, stderr_tail: str) -> bool:
     """Whether a failed `dvc repro`/`dvc exp run` is worth a retry: DVC killed by a signal, the
-    stage process crashed or was killed (any exit but the user-error 2), or a lock held by
-    another DVC process. DVC's own refusals (unknown stage, bad `-S`) are not."""
+    stage process crashed or was killed (any exit but a user error's 2 or a run failure's 3),
+    or a lock held by another DVC process. DVC's own refusals (unknown stage, bad `-S`) are not."""
     if returncode < 0 or "Unable to acquire lock" in stderr_tail:
         return True
     stage_exit = STAGE_EXIT.search(stderr_tail)
-    return stage_exit is not None and int(stage_exit.group(1)) != USER_ERROR
+    return stage_exit is not None and int(stage_exit.group(1)) not in DETERMINISTIC_EXITS
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:

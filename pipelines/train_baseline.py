@@ -34,7 +34,7 @@ def train_baseline_flow(cfg: BaselineConfig, condition: ConditionConfig, dataset
     return result.metrics
 
 
-LAUNCH = Launch(module="pipelines.train_baseline", loop=lambda params: params.baseline.train)
+LAUNCH = Launch(module="pipelines.train_baseline", section="baseline.train", loop=lambda params: params.baseline.train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ def train_ldm_flow(cfg: LDMConfig, condition: ConditionConfig, dataset_dir: str 
     return result.metrics
 
 
-LAUNCH = Launch(module="pipelines.train_ldm", loop=lambda params: params.ldm.train)
+LAUNCH = Launch(module="pipelines.train_ldm", section="ldm.train", loop=lambda params: params.ldm.train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ def _alt_config(params):
     return params.ldm_alt.derive(params.ldm)
 
 
-LAUNCH = Launch(module="pipelines.train_ldm_alt", loop=lambda params: _alt_config(params).train)
+LAUNCH = Launch(module="pipelines.train_ldm_alt", section="ldm.train", loop=lambda params: _alt_config(params).train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def train_vae_flow(cfg: VAEConfig, dataset_dir: str = str(DATASET_DIR), model_pa
     return result.metrics
 
 
-LAUNCH = Launch(module="pipelines.train_vae", loop=lambda params: params.vae.train)
+LAUNCH = Launch(module="pipelines.train_vae", section="vae.train", loop=lambda params: params.vae.train)
 
 
 def main(argv: list[str] | None = None) -> int:

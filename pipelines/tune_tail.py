@@ -22,15 +22,17 @@ def tune_tail_flow(cfg: FluxConfig, condition: ConditionConfig, dataset_dir: str
     """Train, save `flux_tail.pt`, log curves, validation Flux NMSE and the checkpoint (every
     DDP rank trains; rank 0 alone tracks and writes)."""
     from radiodiff.artifacts.denoiser import load_ldm, save_tail
+    from radiodiff.devices import device_name, resolve_device
     from radiodiff.stages.tail import train_tail
 
     files = ModelFiles(Path(models_dir))
     is_main = distributed.is_main()
-    model, _, _ = load_ldm(files.ldm, files.vae)
+    device = resolve_device(cfg.tail_tune.train.device)
+    model, _, _ = load_ldm(files.ldm, files.vae, device)
     with tracking.stage_run("tune_tail", {"flux": cfg, "condition": condition}, enabled=is_main) as run:
         result = train_tail(model, cfg, condition, ldm_path=files.ldm, dataset_dir=Path(dataset_dir),
                             bank_dir=Path(bank_dir), work_dir=Path(work_dir), log=run.log, progress=is_main)
-        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s,
+        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s, "device": device_name(device),
                    **{k.replace("/", "_"): v for k, v in result.val_metrics.items()}}
         if is_main:
             save_tail(files.flux_tail, result.ema.ema_model, cfg, files.ldm)
@@ -40,7 +42,7 @@ def tune_tail_flow(cfg: FluxConfig, condition: ConditionConfig, dataset_dir: str
     return metrics
 
 
-LAUNCH = Launch(module="pipelines.tune_tail", loop=lambda params: params.flux.tail_tune.train)
+LAUNCH = Launch(module="pipelines.tune_tail", section="flux.tail_tune.train", loop=lambda params: params.flux.tail_tune.train)
 
 
 def main(argv: list[str] | None = None) -> int:

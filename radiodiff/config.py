@@ -13,9 +13,10 @@ from pathlib import Path
 
 import yaml
 
+from radiodiff.devices import check_device_spec
 from radiodiff.errors import UserError
 from radiodiff.options import (
-    SPLITS, AttentionKind, Preconditioning, Prediction, ReconKind, ScheduleKind, TargetSource, TxEncoding,
+    SPLITS, AttentionKind, Precision, Preconditioning, Prediction, ReconKind, ScheduleKind, TargetSource, TxEncoding,
 )
 from radiodiff.training.config import LoopConfig
 from radiodiff.tune_config import TuneConfig
@@ -210,6 +211,8 @@ class FluxConfig:
     batch_size: int = 64
     workers: int = 2
     use_tuned_tail: bool = True  # serve with the fine-tuned tail (evaluate measures both)
+    device: str = "auto"  # where build_bank, predict and the served model sample (radiodiff.devices)
+    precision: Precision = Precision.FP32  # their autocast; bf16 only once measured against fp32
     tail_tune: TailTuneConfig = field(default_factory=TailTuneConfig)
 
     def __post_init__(self) -> None:
@@ -223,6 +226,7 @@ class FluxConfig:
             raise ValueError(f"splits must be among {list(SPLITS)}, got {list(self.splits)}")
         if self.prefix_steps < 1 or self.tail_steps < 1:
             raise ValueError("prefix_steps and tail_steps must be >= 1")
+        check_device_spec(self.device, "flux.device")
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,11 @@ class EvaluateConfig:
     timing_repeats: int = 3
     consistency_steps: int = 20  # DDIM grid on which midpoint similarity is traced over t
     tx_cell_px: int = 16  # side of the Tx cells of the cell-keyed Flux midpoints, in pixels
+    device: str = "auto"  # where every method runs (radiodiff.devices)
+    precision: Precision = Precision.FP32  # autocast of the samplers and the baseline
+
+    def __post_init__(self) -> None:
+        check_device_spec(self.device, "evaluate.device")
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,13 @@ class SamplerKind(enum.Enum):
 
     DDIM = "ddim"  # deterministic with eta = 0; any number of steps
     DDPM = "ddpm"  # ancestral; all T steps
+
+
+class Precision(enum.Enum):
+    """Arithmetic of the forward passes (autocast). AUTO: bf16 where the device computes it
+    natively (CUDA, CPUs with AVX512-BF16 or AMX), fp32 elsewhere (`radiodiff.devices`)."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"  # with a loss scaler in training
+    FP32 = "fp32"

@@ -16,7 +16,8 @@ from import_graph import ROOT, cycles, direct_imports, module_file, project_modu
 FLOORS = {
     "radiodiff": 0, "radiodiff.errors": 0, "radiodiff.options": 0, "radiodiff.config": 0,
     "radiodiff.typed_yaml": 0, "radiodiff.tune_config": 0, "radiodiff.training.config": 0,
-    "radiodiff.offline": 0, "radiodiff.io": 0, "radiodiff.metrics": 0, "radiodiff.diffusion": 0,
+    "radiodiff.offline": 0, "radiodiff.devices": 0, "radiodiff.io": 0, "radiodiff.metrics": 0,
+    "radiodiff.diffusion": 0,
     "radiodiff.models": 0,
     "radiodiff.data": 1, "radiodiff.sim": 1, "radiodiff.bank": 1, "radiodiff.training": 1,
     "radiodiff.generation": 1, "radiodiff.flux": 1, "radiodiff.artifacts": 1,

@@ -167,7 +167,7 @@ def test_under_torchrun_the_stage_runs_instead_of_relaunching(tmp_path, monkeypa
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("relaunched"))
     seen = []
-    launch = Launch(module="pipelines.train_vae", loop=lambda p: p.vae.train)
+    launch = Launch(module="pipelines.train_vae", section="vae.train", loop=lambda p: p.vae.train)
     body = lambda p: seen.append((distributed.current(), distributed.is_main()))  # noqa: E731
     assert stage_main(["--params", str(params)], "test", body, launch) == 0
     assert seen == [(Ranks(rank=0, world_size=1, local_rank=0), True)]

@@ -11,11 +11,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from radiodiff.errors import UserError
+from radiodiff.errors import RunFailure, UserError
+from radiodiff.options import Precision
 from radiodiff.training.batching import BatchOrder, ResumableBatchSampler
 from radiodiff.training.config import LoopConfig, OptimConfig
 from radiodiff.training.ema import EMA
-from radiodiff.training.loop import train_loop
+from radiodiff.training.loop import out_of_memory_message, train_loop
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.checkpoint import (
     checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, read_payload, save_checkpoint,
@@ -401,8 +402,14 @@ def test_should_stop_ends_early_with_a_checkpoint_and_exceptions_propagate(tmp_p
         train_loop(model=_mlp(), should_stop=prune, **kwargs)
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_bf16_autocast_wraps_the_forward_pass(bf16):
+@pytest.mark.parametrize(("precision", "native", "dtype"), [
+    (Precision.FP32, True, torch.float32), (Precision.BF16, False, torch.bfloat16),
+    (Precision.AUTO, False, torch.float32), (Precision.AUTO, True, torch.bfloat16)])
+def test_precision_sets_the_autocast_of_the_forward_pass(precision, native, dtype, monkeypatch):
+    """bf16 autocasts; fp32 does not; auto follows whether the CPU computes bf16 natively."""
+    from radiodiff import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
     dtypes = set()
 
     def loss_fn(model, batch, step, generator):
@@ -412,20 +419,89 @@ def test_bf16_autocast_wraps_the_forward_pass(bf16):
 
     train_loop(
         model=_mlp(), loss_fn=loss_fn, batches=loader_factory(_dataset(), batch_size=8, seed=0),
-        config=_config(total_steps=3, bf16=bf16), log=lambda m, s: None, progress=False,
+        config=_config(total_steps=3, precision=precision), log=lambda m, s: None, progress=False,
     )
-    assert dtypes == {torch.bfloat16 if bf16 else torch.float32}
+    assert dtypes == {dtype}
 
 
-def test_non_finite_loss_stops_training():
+def test_fp16_on_the_cpu_is_refused_in_one_line():
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        train_loop(model=_mlp(), loss_fn=lambda m, b, s, g: (m(b[0]).mean(), {}),
+                   batches=loader_factory(_dataset(), batch_size=8, seed=0),
+                   config=_config(precision=Precision.FP16), log=lambda m, s: None, progress=False)
+
+
+def test_non_finite_loss_is_a_run_failure_naming_the_stage_and_step():
     def loss_fn(model, batch, step, generator):
-        return model(batch[0]).mean() * float("nan"), {}
+        return model(batch[0]).mean() * (float("nan") if step == 2 else 1.0), {}
 
-    with pytest.raises(FloatingPointError, match="step 0"):
+    with pytest.raises(RunFailure, match=r"train_vae: the training loss is nan at step 3: lower optim.lr"):
         train_loop(
             model=_mlp(), loss_fn=loss_fn, batches=loader_factory(_dataset(), batch_size=8, seed=0),
-            config=_config(), log=lambda m, s: None, progress=False,
+            config=_config(), log=lambda m, s: None, progress=False, name="train_vae",
         )
+
+
+def test_out_of_memory_is_a_run_failure_with_the_batch_and_the_fix():
+    """A (simulated) CUDA out-of-memory names the stage, the micro-batch and suggests accum_steps."""
+    def loss_fn(model, batch, step, generator):
+        if step == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return F.mse_loss(model(batch[0]), batch[1]), {}
+
+    with pytest.raises(RunFailure) as failure:
+        train_loop(model=_mlp(), loss_fn=loss_fn, batches=loader_factory(_dataset(), batch_size=8, seed=0),
+                   config=_config(accum_steps=2), log=lambda m, s: None, progress=False, name="train_ldm")
+    message = str(failure.value)
+    assert message.startswith("train_ldm: CUDA out of memory at step 2 with micro-batches of 8 samples")
+    assert "train.accum_steps to 4" in message and "micro-batches of 4" in message
+    assert "\n" not in message
+
+
+def test_out_of_memory_message_states_the_peak_memory():
+    message = out_of_memory_message("train_vae", 7, 66, _config(accum_steps=8), 79.3)
+    assert "peak 79.3 GiB allocated" in message and "accum_steps to 16" in message and "micro-batches of 33" in message
+
+
+def test_compile_runs_the_forward_passes_through_torch_compile(monkeypatch):
+    """The compiled module is what the loss sees; the plain one keeps the weights (EMA, state_dict)."""
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = _mlp()
+    result = train_loop(model=model, loss_fn=lambda m, b, s, g: (F.mse_loss(m(b[0]), b[1]), {}),
+                        batches=loader_factory(_dataset(), batch_size=8, seed=0),
+                        config=_config(total_steps=3, compile=True), log=lambda m, s: None, progress=False)
+    assert compiled == [model] and result.step == 3
+
+
+def test_channels_last_trains_to_the_same_weights_as_contiguous():
+    conv = lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.SiLU(), nn.Conv2d(4, 1, 1))  # noqa: E731
+    data = TensorDataset(torch.randn(32, 2, 8, 8), torch.randn(32, 1, 8, 8))
+    weights = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = conv()
+        train_loop(model=model, loss_fn=lambda m, b, s, g: (F.mse_loss(m(b[0]), b[1]), {}),
+                   batches=loader_factory(data, batch_size=8, seed=0),
+                   config=_config(total_steps=3, channels_last=channels_last), log=lambda m, s: None, progress=False)
+        weights.append(model[0].weight.detach().contiguous())
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)
+
+
+def test_fused_ema_update_matches_the_per_tensor_formula():
+    live, ema_source = _mlp(), _mlp()
+    ema = EMA(ema_source, decay=0.9, start_step=2)
+    expected = [p.detach().clone() for p in ema.ema_model.parameters()]
+    ema.update(live, step=5)
+    for before, after, param in zip(expected, ema.ema_model.parameters(), live.parameters()):
+        assert torch.allclose(after, 0.9 * before + 0.1 * param.detach(), atol=1e-7)
+    ema.update(live, step=1)  # before the start step: a copy
+    assert all(torch.equal(a, p) for a, p in zip(ema.ema_model.parameters(), live.parameters()))
 
 
 def test_invalid_loop_settings_are_user_errors():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from radiodiff.errors import UserError
+from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT, RunFailure, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
+    except RunFailure as exc:  # out of memory, a diverged loss: one line, and not worth a retry
+        print(f"error: {exc}", file=sys.stderr)
+        return RUN_FAILURE_EXIT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -92,14 +92,21 @@ def loader_factory(
     seed: int,
     num_workers: int = 0,
     drop_last: bool = True,
+    device: torch.device | None = None,
     **loader_kwargs: Any,
 ) -> Callable[[int], DataLoader]:
     """A `batches` callable for `train_loop`: `factory(start)` is a DataLoader from batch `start`.
 
     The DataLoader gets its own generator seeded from (seed, start), so creating it does
     not draw from torch's global generator and worker seeds do not depend on history.
-    Extra keyword arguments (collate_fn, pin_memory, ...) go to `DataLoader`.
+    For a CUDA `device` the batches come in pinned memory (so the loop's copies to the GPU are
+    asynchronous) and worker processes stay up between loaders. Extra keyword arguments
+    (collate_fn, ...) go to `DataLoader`.
     """
+    cuda = device is not None and device.type == "cuda"
+    loader_kwargs.setdefault("pin_memory", cuda)
+    if num_workers > 0:
+        loader_kwargs.setdefault("persistent_workers", cuda)
     order = BatchOrder(num_samples=len(dataset), batch_size=batch_size, seed=seed, drop_last=drop_last)
 
     def factory(start: int) -> DataLoader:

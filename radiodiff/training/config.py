@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from radiodiff.devices import check_device_spec
 from radiodiff.errors import UserError
+from radiodiff.options import Precision
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +62,15 @@ class LoopConfig:
     - accum_steps: micro-batches per optimizer step (RadioDiff: 8); the effective batch is
       `accum_steps * batch_size`.
     - seed: base seed of the per-step generators handed to `loss_fn` and `val_fn`.
-    - bf16: run forward passes under bfloat16 autocast where the device supports it.
+    - device: where the stage trains: auto | cpu | cuda | cuda:N (`radiodiff.devices`;
+      RADIODIFF_DEVICE overrides it). Under torchrun each rank takes the GPU of its rank.
+    - precision: autocast of the forward passes: auto (bf16 where the device computes it
+      natively, else fp32; see `radiodiff.devices.resolve_precision`), bf16, fp16 (CUDA only,
+      with a loss scaler that is checkpointed) or fp32.
+    - compile: run the forward passes through `torch.compile` (the plain module keeps the
+      weights, so EMA, optimizer and checkpoints do not change).
+    - channels_last: keep the network's convolution weights and inputs in NHWC memory order
+      (faster convolutions on tensor-core GPUs).
     - log_every, val_every, checkpoint_every: intervals in optimizer steps; the last step
       always logs, validates and checkpoints.
     - keep_checkpoints: how many step checkpoints to keep on disk (newest first).
@@ -74,7 +84,10 @@ class LoopConfig:
     total_steps: int
     accum_steps: int = 1
     seed: int = 0
-    bf16: bool = False
+    device: str = "auto"
+    precision: Precision = Precision.FP32
+    compile: bool = False
+    channels_last: bool = False
     log_every: int = 50
     val_every: int = 1000
     checkpoint_every: int = 1000
@@ -92,6 +105,7 @@ class LoopConfig:
         for name in ("accum_steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "devices"):
             _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         _require(self.seed >= 0, f"seed must be non-negative, got {self.seed}")
+        check_device_spec(self.device, "train.device")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -29,14 +29,15 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        """Fold the current weights of `model` (same architecture) into the average."""
-        ema_params = dict(self.ema_model.named_parameters())
-        for name, param in model.named_parameters():
-            if step < self.start_step:
-                ema_params[name].copy_(param)
-            else:
-                # lerp_(p, w) computes ema + w * (p - ema) = decay * ema + (1 - decay) * p.
-                ema_params[name].lerp_(param.to(ema_params[name].dtype), 1.0 - self.decay)
+        """Fold the current weights of `model` (same architecture, same dtypes) into the
+        average: one fused `_foreach` call over all parameters, not a kernel per tensor."""
+        averaged = list(self.ema_model.parameters())
+        live = [param.detach() for param in model.parameters()]
+        if step < self.start_step:
+            torch._foreach_copy_(averaged, live)
+        else:
+            # lerp(ema, p, w) = ema + w * (p - ema) = decay * ema + (1 - decay) * p.
+            torch._foreach_lerp_(averaged, live, 1.0 - self.decay)
         ema_buffers = dict(self.ema_model.named_buffers())
         for name, buffer in model.named_buffers():
             ema_buffers[name].copy_(buffer)

@@ -1,8 +1,9 @@
 """The resumable training loop shared by train_vae, train_ldm and train_baseline.
 
 Each stage supplies its objective as `loss_fn`; the loop owns AdamW, gradient
-accumulation and clipping, the learning-rate schedule, the EMA, bf16 autocast, logging,
-validation, checkpoints and resume. Step counts mean "optimizer updates applied so far".
+accumulation and clipping, the learning-rate schedule, the EMA, autocast (bf16, or fp16 with
+a loss scaler), `torch.compile`, logging, validation, checkpoints and resume. Step counts mean
+"optimizer updates applied so far". The model trains where the caller placed it; batches follow.
 
 Exact resume: every random draw of optimizer step `n` comes from seeds derived from
 (config.seed, n, micro-batch), the batch order is a function of the batch index, and the
@@ -18,10 +19,8 @@ checkpoints (see `distributed`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping
@@ -30,7 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from radiodiff.errors import UserError
+from radiodiff import devices
+from radiodiff.errors import RunFailure, UserError
+from radiodiff.options import Precision
 from radiodiff.training import distributed
 from radiodiff.training.checkpoint import (
     checkpoint_path,
@@ -110,7 +111,10 @@ class _Run:
     stopped: bool = False
     micro_batches: Iterator[Any] | None = None
     ranks: distributed.Ranks = field(default_factory=distributed.Ranks)
-    trainer: nn.Module | None = None  # what the forward passes call: the model, or its DDP wrapper
+    trainer: nn.Module | None = None  # what the forward passes call: the model, its DDP wrapper, compiled
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
+    micro_batch: int = 0  # samples in this rank's last micro-batch (for the out-of-memory message)
+    name: str = "training"  # the stage, as failures name it
 
 
 def train_loop(
@@ -125,6 +129,7 @@ def train_loop(
     progress: bool = True,
     should_stop: StopFn | None = None,
     extra: Mapping[str, Any] | None = None,
+    name: str = "training",
 ) -> TrainResult:
     """Train `model` in place for `config.total_steps` optimizer steps; resume if possible.
 
@@ -148,35 +153,50 @@ def train_loop(
       corrupt one raises UserError naming it; delete it to fall back to the one before).
       Checkpoints are written every `checkpoint_every` steps and at the end.
     - extra: plain values stored in every checkpoint (e.g. the VAE latent scale factor).
+    - name: the stage, as failures name it. CUDA out of memory and a non-finite loss raise
+      `RunFailure` with what to change, not a traceback.
 
     Under torchrun, every rank calls this with the same arguments and `config.devices`
     equal to the world size; `log`, `val_fn` and `should_stop` then run on rank 0 only, and
     every rank gets rank 0's validation metrics and stop decision.
     """
     model.train()
+    device = _device_of(model)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)  # in place: the parameters stay the same objects
+    devices.use_tf32(device)
+    precision = devices.resolve_precision(config.precision, device)
     run = _Run(
         model=model,
         optimizer=_make_optimizer(model, config.optim),
         ema=EMA(model, decay=config.optim.ema_decay, start_step=config.optim.ema_start_step),
         config=config,
-        device=_device_of(model),
+        device=device,
         ranks=_ranks(config),
+        scaler=torch.amp.GradScaler(device.type) if precision is Precision.FP16 else None,
+        name=name,
     )
     hooks = _Hooks(log, val_fn, should_stop, None if checkpoint_dir is None else Path(checkpoint_dir), extra)
     rng_state = _resume(run, hooks.checkpoint_dir)
     run.trainer = distributed.wrap_model(model)
+    if config.compile:
+        run.trainer = torch.compile(run.trainer)
     run.micro_batches = iter(batches(run.next_batch))
     if rng_state is not None:
         # After creating the iterator: a DataLoader may draw its base seed from the global RNG.
         restore_rng_state(rng_state)
-    autocast = _autocast_factory(run.device, config.bf16)
+    autocast = lambda: devices.autocast(device, precision)  # noqa: E731
     first_step, started = run.step, time.perf_counter()
     window: dict[str, list[float]] = {}
     shown = progress and run.ranks.is_main
     bar = tqdm(total=config.total_steps, initial=run.step, disable=None if shown else True, unit="step")
     try:
         while run.step < config.total_steps and not run.stopped:
-            metrics, lr = _optimizer_step(run, loss_fn, autocast)
+            try:
+                metrics, lr = _optimizer_step(run, loss_fn, autocast)
+            except torch.OutOfMemoryError:
+                raise RunFailure(out_of_memory_message(name, run.step + 1, run.micro_batch, config,
+                                                       devices.peak_memory_gib(device))) from None
             run.step += 1
             for key, value in metrics.items():
                 window.setdefault(key, []).append(value)
@@ -211,26 +231,35 @@ def _optimizer_step(
     total_loss = torch.zeros((), device=run.device)
     for micro in range(config.accum_steps):
         batch, share = distributed.shard_batch(_next_batch(run), ranks)
-        batch = _to_device(batch, run.device)
+        batch = _to_device(batch, run.device, channels_last=config.channels_last)
+        run.micro_batch = _leading_size(batch)
         seed = derive_seed(config.seed, STREAM_TRAIN_STEP, run.step, micro, *ranks.seed_keys)
         with distributed.gradient_sync(run.trainer, enabled=micro == config.accum_steps - 1):
             with seeded_global_rng(seed, run.device), autocast():
                 loss, metrics = loss_fn(run.trainer, batch, run.step, seeded_generator(seed, run.device))
             # Mean over micro-batches, so k micro-batches of b equal one batch of k*b; DDP
             # averages over ranks, so weighting by share * world makes that the batch mean.
-            (loss * (share * ranks.world_size) / config.accum_steps).backward()
+            scaled = loss * (share * ranks.world_size) / config.accum_steps
+            (scaled if run.scaler is None else run.scaler.scale(scaled)).backward()
         total_loss += loss.detach().float() * share / config.accum_steps
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) * share / config.accum_steps
     sums["loss"] = total_loss.item()
     sums = distributed.sum_over_ranks(sums)
     if not math.isfinite(sums["loss"]):
-        raise FloatingPointError(f"training loss is {sums['loss']} at step {run.step}")
+        raise RunFailure(f"{run.name}: the training loss is {sums['loss']} at step {run.step + 1}: lower "
+                         "optim.lr or set optim.grad_clip (the last checkpoint holds the weights before it)")
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)  # clip (and log) the true gradient norm
     if config.optim.grad_clip is not None:
         sums["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip))
     lr = _lr(config, run.step + 1)
     set_learning_rate(run.optimizer, lr)
-    run.optimizer.step()
+    if run.scaler is None:
+        run.optimizer.step()
+    else:  # skips the step when the scaled gradients overflowed, and adapts the scale
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
     run.ema.update(model, run.step + 1)
     return sums, lr
 
@@ -284,7 +313,8 @@ def _save(run: _Run, directory: Path, extra: Mapping[str, Any] | None) -> None:
             step=run.step,
             rng=capture_rng_state(),
             extra=extra,
-            loop_state={"next_batch": run.next_batch, "train_loss": run.train_loss, "val_metrics": run.val_metrics},
+            loop_state={"next_batch": run.next_batch, "train_loss": run.train_loss, "val_metrics": run.val_metrics,
+                        "grad_scaler": None if run.scaler is None else run.scaler.state_dict()},
         )
         prune_checkpoints(directory, keep=run.config.keep_checkpoints)
     distributed.barrier()  # so that every rank's result names a file that exists
@@ -302,6 +332,8 @@ def _resume(run: _Run, checkpoint_dir: Path | None) -> dict | None:
     run.next_batch = int(loop_state.get("next_batch", ckpt.step * run.config.accum_steps))
     run.train_loss = loop_state.get("train_loss")
     run.val_metrics = dict(loop_state.get("val_metrics") or {})
+    if run.scaler is not None and loop_state.get("grad_scaler"):
+        run.scaler.load_state_dict(loop_state["grad_scaler"])
     return ckpt.rng
 
 
@@ -322,16 +354,41 @@ def _next_batch(run: _Run) -> Any:
     return batch
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {key: _to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(_to_device(value, device) for value in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(value, device) for value in batch)
+def _to_device(batch: Any, device: torch.device, *, channels_last: bool = False) -> Any:
+    batch = devices.to_device(batch, device)
+    if channels_last:
+        batch = _map_tensors(batch, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
     return batch
+
+
+def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, dict):
+        return {key: _map_tensors(value, fn) for key, value in batch.items()}
+    return batch
+
+
+def _leading_size(batch: Any) -> int:
+    """The batch dimension of the first tensor in a batch (0 if none)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 0
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    for value in values:
+        size = _leading_size(value)
+        if size:
+            return size
+    return 0
+
+
+def out_of_memory_message(name: str, step: int, micro_batch: int, config: LoopConfig, peak_gib: float | None) -> str:
+    """What a CUDA out-of-memory failure tells the user: the stage, the batch, the peak memory,
+    and the change that keeps the effective batch (smaller micro-batches, more of them)."""
+    peak = "" if peak_gib is None else f", peak {peak_gib:.1f} GiB allocated"
+    smaller = max(micro_batch // 2, 1)
+    return (f"{name}: CUDA out of memory at step {step} with micro-batches of {micro_batch} samples per device"
+            f" (accum_steps {config.accum_steps}{peak}): halve the stage's data.batch_size and double "
+            f"train.accum_steps to {2 * config.accum_steps} (micro-batches of {smaller}, the same effective batch)")
 
 
 def _lr(config: LoopConfig, step: int) -> float:
@@ -358,16 +415,3 @@ def _device_of(model: nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         raise ValueError("the model has no parameters to train") from None
-
-
-def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], ContextManager]:
-    """A callable returning the bf16 autocast context, or a no-op where bf16 is unsupported."""
-    if not enabled:
-        return contextlib.nullcontext
-    supported = torch.amp.is_autocast_available(device.type) and (
-        device.type != "cuda" or torch.cuda.is_bf16_supported()
-    )
-    if not supported:
-        warnings.warn(f"bf16 autocast is not supported on {device}; training in float32", stacklevel=3)
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)

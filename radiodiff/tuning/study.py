@@ -14,7 +14,7 @@ import optuna
 
 from radiodiff.config import Params
 from radiodiff.data.assemble import INDEX_FILE
-from radiodiff.errors import UserError
+from radiodiff.errors import RunFailure, UserError
 from radiodiff.tuning.best import write_best
 from radiodiff.tune_config import PrunerKind, TuneConfig
 from radiodiff.tuning.objective import InvalidTrialConfig, TrialInputs, make_objective
@@ -80,7 +80,7 @@ def run_tuning(params: Params, *, inputs: TrialInputs, n_trials: int | None = No
     callbacks = [] if on_trial is None else [lambda _, trial: on_trial(trial_rows([trial])[0])]
     with (tracker or NullTracker()).study(study.study_name, study.user_attrs[UID_ATTR], tune) as run:
         study.optimize(make_objective(params, inputs=inputs, run=run, progress=progress),
-                       n_trials=n_trials or tune.n_trials, catch=(InvalidTrialConfig,), callbacks=callbacks)
+                       n_trials=n_trials or tune.n_trials, catch=(InvalidTrialConfig, RunFailure), callbacks=callbacks)
         result = _summarize(study, tune, storage)
         best = result.best
         figures = study_figures(study)
