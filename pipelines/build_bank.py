@@ -33,14 +33,18 @@ class Chunk:
 
 
 def build_chunk(chunk: Chunk) -> int:
-    """Load the model in this worker, fill the chunk's missing midpoints; rows written."""
+    """Load the model in this worker (on `flux.device`), fill the chunk's missing midpoints;
+    rows written."""
     import torch
 
     from radiodiff.artifacts.denoiser import load_ldm
+    from radiodiff.devices import resolve_device, resolve_precision
     from radiodiff.stages.bank import fill_bank, load_scenes
 
     torch.set_num_threads(1)  # one per Dask worker process: the workers share the cores
-    model, _, condition = load_ldm(Path(chunk.ldm_path), Path(chunk.vae_path))
+    device = resolve_device(chunk.cfg.device)
+    precision = resolve_precision(chunk.cfg.precision, device)
+    model, _, condition = load_ldm(Path(chunk.ldm_path), Path(chunk.vae_path), device, precision)
     scenes = load_scenes(Path(chunk.dataset_dir), chunk.splits).take(chunk.rows)
     return fill_bank(model, Path(chunk.ldm_path), Path(chunk.bank_dir), scenes, chunk.cfg, condition.channels)
 
@@ -69,8 +73,10 @@ def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models
     """Fan chunks of scenes out over the task runner, for the served denoiser (`cfg.splits`) and
     the second objective's (`ALT_SPLITS`); log bank size, build time and the bank."""
     from radiodiff.artifacts.denoiser import load_ldm
+    from radiodiff.devices import device_name, resolve_device
     from radiodiff.stages.bank import bank_summary
 
+    device = resolve_device(cfg.device)  # checked here, once, before any worker starts
     files = ModelFiles(Path(models_dir))
     vae_path = files.vae
     jobs = [(files.ldm, tuple(cfg.splits)), (files.ldm_alt, ALT_SPLITS)]
@@ -84,7 +90,8 @@ def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models
                    for model, (path, _) in zip(models, jobs)]
         metrics = {"scenes": sum(len(c.rows) for c in chunks if c.ldm_path == str(jobs[0][0])),
                    "entries_written": written, "entries": entries[0], "entries_alt": entries[1],
-                   "bank_mb": _bank_bytes(Path(bank_dir)) / 1e6, "build_seconds": time.perf_counter() - started}
+                   "bank_mb": _bank_bytes(Path(bank_dir)) / 1e6, "build_seconds": time.perf_counter() - started,
+                   "device": device_name(device)}
         run.log(metrics)
         run.log_artifact(Path(bank_dir), folder="bank")
         write_metrics("build_bank", metrics)

@@ -21,9 +21,11 @@ REGISTRY_TAGS = ("flux_nmse", "flux_ssim", "flux_speedup_b1", "flux_nmse_loss", 
                  "baseline_nmse", "flux_meets_claim")
 
 
-def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_dir: Path, bank_dir: Path):
+def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_dir: Path, bank_dir: Path,
+              device, precision):
     """The served denoiser's toolkit (with its tuned tail) and the second objective's, on the
-    same maps; the second labels its Flux rows with its objective (flux_kc_...)."""
+    same maps, on `device` at `precision`; the second labels its Flux rows with its objective
+    (flux_kc_...)."""
     import dataclasses
 
     from radiodiff.artifacts.denoiser import load_ldm, load_tail
@@ -33,12 +35,12 @@ def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_d
     from radiodiff.stages.evaluate import select_maps
 
     files = ModelFiles(models_dir)
-    model, _, condition = load_ldm(files.ldm, files.vae)
+    model, _, condition = load_ldm(files.ldm, files.vae, device, precision)
     maps = select_maps(RadioMapDataset(dataset_dir, "test", condition.encodings), cfg)
     tail = load_tail(files.flux_tail, files.ldm, model)
     exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
     kit = Toolkit(model, maps, flux, files.ldm, bank_dir, tail, exclude, condition.encodings)
-    alt_model, alt_cfg, _ = load_ldm(files.ldm_alt, files.vae)
+    alt_model, alt_cfg, _ = load_ldm(files.ldm_alt, files.vae, device, precision)
     other = dataclasses.replace(kit, model=alt_model, ldm_path=files.ldm_alt, tail=None, banks={},
                                 label=alt_cfg.diffusion.prediction.value)
     return kit, other
@@ -56,15 +58,22 @@ def _write_plots(result) -> None:
 def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(DATASET_DIR),
                   models_dir: str = str(MODELS.folder), bank_dir: str = str(BANK_DIR)) -> dict:
     """Evaluate, then write metrics/evaluate.json, the plot data and figures; log all to MLflow."""
+    from radiodiff import devices
     from radiodiff.artifacts.baseline import load_baseline
     from radiodiff.stages.baseline import predict_baseline
     from radiodiff.stages.evaluate import evaluate
 
-    kit, other = _toolkits(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir))
-    baseline, _ = load_baseline(ModelFiles(Path(models_dir)).baseline)
+    device = devices.resolve_device(cfg.device)
+    precision = devices.resolve_precision(cfg.precision, device)
+    kit, other = _toolkits(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir), device, precision)
+    baseline, _ = load_baseline(ModelFiles(Path(models_dir)).baseline, device)
+
+    def run_baseline(cond):
+        with devices.autocast(device, precision):
+            return predict_baseline(baseline, cond)
+
     with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
-        result = evaluate(kit, cfg, lambda cond: predict_baseline(baseline, cond), dataset_dir=Path(dataset_dir),
-                          other=other)
+        result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), other=other)
         per_method = {row["method"]: {k: row[k] for k in TABLE_COLUMNS}
                       for row in result.table.to_dict(orient="records")}
         run.log(result.headline)

@@ -85,23 +85,31 @@ def scene_noise(shape: tuple[int, ...], scene_ids: Sequence[int], seed: int) -> 
 def stage1_midpoint(model: LatentDiffusion, cond: torch.Tensor, plan: FluxPlan, x_start: torch.Tensor, *,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Pure-noise start latent `[B, 3, h, w]` -> x_{t_mid} under `cond` `[B, C, H, W]` (usually
-    the static condition). `generator` feeds a stochastic sampler; a deterministic one draws nothing."""
-    return sample_loop(model.process, model.denoise_fn(cond), x_start, plan.prefix, generator=generator)
+    the static condition), on the model's device. `generator` feeds a stochastic sampler; a
+    deterministic one draws nothing."""
+    cond, x_start = cond.to(model.device), x_start.to(model.device)
+    with torch.no_grad(), model.autocast():
+        return sample_loop(model.process, model.denoise_fn(cond), x_start, plan.prefix, generator=generator)
 
 
 def stage2_latent(model: LatentDiffusion, midpoint: torch.Tensor, cond: torch.Tensor, plan: FluxPlan, *,
                   generator: torch.Generator | None = None, denoise_fn: DenoiseFn | None = None) -> torch.Tensor:
-    """x_{t_mid} `[B, 3, h, w]` -> clean scaled latent under the full `cond`. `denoise_fn`
-    replaces the model's own network, e.g. by a tail fine-tuned for this split."""
-    return sample_loop(model.process, denoise_fn or model.denoise_fn(cond), midpoint, plan.tail, generator=generator)
+    """x_{t_mid} `[B, 3, h, w]` -> clean scaled latent under the full `cond`, on the model's
+    device. `denoise_fn` replaces the model's own network, e.g. by a tail fine-tuned for this
+    split (it gets tensors on the model's device and runs under the model's autocast)."""
+    cond, midpoint = cond.to(model.device), midpoint.to(model.device)
+    own = model.denoise_fn(cond)
+    network = own if denoise_fn is None else (lambda x, t: denoise_fn(x, t).float())
+    with torch.no_grad(), model.autocast():
+        return sample_loop(model.process, network, midpoint, plan.tail, generator=generator)
 
 
 def stage2_decode(model: LatentDiffusion, midpoint: torch.Tensor, cond: torch.Tensor, plan: FluxPlan, *,
                   generator: torch.Generator | None = None, denoise_fn: DenoiseFn | None = None) -> torch.Tensor:
     """Stage 2 and the VAE decode: gain maps `[B, 1, H, W]` in [0, 1], 0 on buildings."""
-    with torch.no_grad():
-        latent = stage2_latent(model, midpoint, cond, plan, generator=generator, denoise_fn=denoise_fn)
-        return model.decode(latent, cond[:, 0])
+    latent = stage2_latent(model, midpoint, cond, plan, generator=generator, denoise_fn=denoise_fn)
+    with torch.no_grad(), model.autocast():
+        return model.decode(latent, cond[:, 0].to(model.device))
 
 
 def static_condition(cond: torch.Tensor, dynamic_mask: tuple[bool, ...]) -> torch.Tensor:

@@ -29,6 +29,7 @@ from radiodiff.config import SOURCE_MAP_SIZE, ConditionConfig, FluxConfig
 from radiodiff.data.conditions import encode_condition
 from radiodiff.data.layout import resolve_tx, validate_mask
 from radiodiff.data.resample import majority
+from radiodiff.devices import resolve_device, resolve_precision
 from radiodiff.errors import UserError
 from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion
@@ -106,10 +107,14 @@ class FluxPredictor:
 
     @classmethod
     def from_files(cls, *, ldm_path: Path, vae_path: Path, flux: FluxConfig, resolution: int,
-                   tail_path: Path | None = None, bank_dir: Path | None = None) -> FluxPredictor:
-        """Load the model files once. The tail is used when `flux.use_tuned_tail` and
+                   tail_path: Path | None = None, bank_dir: Path | None = None,
+                   device: str | None = None) -> FluxPredictor:
+        """Load the model files once, onto `device` (a flag's spec; None: RADIODIFF_DEVICE, else
+        `flux.device`) at `flux.precision`. The tail is used when `flux.use_tuned_tail` and
         `tail_path` exists; `bank_dir` (created on the first miss) holds this model's midpoints."""
-        model, _, condition = load_ldm(Path(ldm_path), Path(vae_path))
+        placed = resolve_device(flux.device, device)
+        precision = resolve_precision(flux.precision, placed)
+        model, _, condition = load_ldm(Path(ldm_path), Path(vae_path), placed, precision)
         use_tail = flux.use_tuned_tail and tail_path is not None and Path(tail_path).is_file()
         tail = load_tail(Path(tail_path), Path(ldm_path), model) if use_tail else None
         try:
@@ -118,6 +123,11 @@ class FluxPredictor:
             return cls(model=model, condition=condition, flux=flux, resolution=resolution, bank=bank, tail=tail)
         except ValueError as exc:  # params that do not fit this model (t_mid beyond T, resolution)
             raise UserError(f"flux/prepare params do not fit {ldm_path}: {exc}") from None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks run."""
+        return self.model.device
 
     def prepare_query(self, buildings_256: np.ndarray, tx_256: tuple[int, int],
                       cars_256: np.ndarray | None = None) -> Query:
@@ -141,7 +151,7 @@ class FluxPredictor:
             cond = torch.from_numpy(np.stack([self._condition(q) for q in queries]))
             maps = [self._sample(ids, layouts, rows, cond, sample_seed(self.flux.seeds, k), stats)
                     for k in range(samples)]
-        stacked = torch.stack(maps).numpy()  # [K, Q, H, W]
+        stacked = torch.stack(maps).float().cpu().numpy()  # [K, Q, H, W]
         std = stacked.std(axis=0).astype(np.float32) if samples > 1 else None
         return stacked.mean(axis=0).astype(np.float32), std, dict(stats)
 
@@ -167,6 +177,7 @@ class FluxPredictor:
                 stats: Counter) -> torch.Tensor:
         """Gain `[Q, H, W]` of one sample: midpoints of the layouts, then one batched stage 2."""
         midpoints = self._midpoints(ids, layouts, seed, stats)[rows]
+        cond = cond.to(self.model.device)
         denoise_fn = None if self.tail is None else (lambda x, t: self.tail(x, t, cond))
         return stage2_decode(self.model, midpoints, cond, self.plan, denoise_fn=denoise_fn)[:, 0]
 
@@ -198,4 +209,4 @@ class FluxPredictor:
         """Static midpoints `[L, 3, h, w]`, from the same per-scene noise `build_bank` uses."""
         cond = static_conditions(layouts, self.condition.channels)
         x_start = scene_noise(self.model.latent_shape(cond)[1:], ids, seed)
-        return stage1_midpoint(self.model, cond, self.plan, x_start)
+        return stage1_midpoint(self.model, cond, self.plan, x_start).cpu()

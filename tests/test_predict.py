@@ -199,7 +199,7 @@ def test_cli_writes_maps_and_reports_the_bank(models, tmp_path, capsys):
     args = _cli(models, tmp_path, "--out", str(out), "--bank", str(tmp_path / "bank"))
     assert main(args) == 0
     line = capsys.readouterr().out.strip()
-    assert re.fullmatch(rf"wrote {re.escape(str(out))} \(32x32, 1 sample, bank: miss, \d+ ms\)", line)
+    assert re.fullmatch(rf"wrote {re.escape(str(out))} \(32x32, 1 sample, bank: miss, \d+ ms on cpu\)", line)
     image = np.asarray(Image.open(out))
     assert image.shape == (RES, RES) and image.dtype == np.uint8 and image.max() > 0
     assert main(args) == 0 and "bank: hit" in capsys.readouterr().out
@@ -226,8 +226,9 @@ def _gray_png(path) -> str:
     lambda args, tmp: args + ["--out", str(tmp / "missing" / "gain.png")],
     lambda args, tmp: args + ["--out", str(tmp / "gain.jpg")],
     lambda args, tmp: args + ["--params", str(tmp / "absent.yaml")],
+    lambda args, tmp: args + ["--device", "gpu"],
 ], ids=["tx-in-building", "tx-out-of-range", "non-binary-png", "missing-models", "zero-samples", "zero-threads",
-        "missing-folder", "not-png", "missing-params"])
+        "missing-folder", "not-png", "missing-params", "bad-device"])
 def test_cli_bad_inputs_fail_with_one_line_and_no_file(models, tmp_path, capsys, change):
     out = tmp_path / "gain.png"
     args = change(_cli(models, tmp_path, "--out", str(out)), tmp_path)
@@ -235,6 +236,39 @@ def test_cli_bad_inputs_fail_with_one_line_and_no_file(models, tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not out.exists() and not list(tmp_path.rglob("*gain*"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("how", ["flag", "environment", "params"])
+def test_asking_for_cuda_without_one_is_one_line_exit_2_and_no_file(models, tmp_path, capsys, monkeypatch, how):
+    out = tmp_path / "gain.png"
+    args = _cli(models, tmp_path, "--out", str(out))
+    if how == "flag":
+        args += ["--device", "cuda"]
+    elif how == "environment":
+        monkeypatch.setenv("RADIODIFF_DEVICE", "cuda")
+    else:
+        params = yaml.safe_load((models / "params.yaml").read_text())
+        params["flux"]["device"] = "cuda:0"
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        args += ["--params", str(tmp_path / "params.yaml")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no CUDA device is visible" in err[0]
+    assert not out.exists()
+
+
+def test_device_cpu_by_flag_or_environment_writes_the_same_bytes(models, tmp_path, capsys, monkeypatch):
+    """`--device cpu` and RADIODIFF_DEVICE=cpu are the CPU path itself, bit for bit."""
+    outputs = []
+    for name, extra, env in (("plain", [], None), ("flag", ["--device", "cpu"], None), ("env", [], "cpu")):
+        if env:
+            monkeypatch.setenv("RADIODIFF_DEVICE", env)
+        out = tmp_path / f"{name}.png"
+        assert main(_cli(models, tmp_path, "--out", str(out), *extra)) == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert capsys.readouterr().out.count("on cpu)") == 3
 
 
 def test_params_that_do_not_fit_the_model_are_a_user_error(models):

@@ -133,3 +133,29 @@ def test_index_schema_is_explicit(prepared):
 
     root, _ = prepared
     assert pq.read_schema(root / "data" / "index.parquet").equals(INDEX_SCHEMA, check_metadata=False)
+
+
+def test_assemble_streams_shards_into_the_split_files(tmp_path):
+    """The split files hold every shard in order, and assembling never holds the whole split
+    in memory: peak allocations stay near one shard, far below the split's size."""
+    import tracemalloc
+
+    from radiodiff.data.assemble import assemble
+
+    rng = np.random.default_rng(0)
+    shards, gains = [], []
+    for map_id in range(8):
+        gain = rng.random((10, 64, 64), dtype=np.float32)
+        path = tmp_path / f"shard{map_id}.npz"
+        np.savez(path, gain=gain, los=(gain > 0.5).astype(np.uint8), buildings=np.zeros((64, 64), bool),
+                 cars=np.zeros((64, 64), bool), tx=np.zeros((10, 2), np.int64), tx_ids=np.arange(10))
+        shards.append(("train", map_id, path))
+        gains.append(gain)
+    tracemalloc.start()
+    index = assemble(shards, tmp_path / "data")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    split_bytes = sum(g.nbytes for g in gains)
+    assert np.array_equal(np.load(tmp_path / "data" / "train_gain.npy"), np.concatenate(gains))
+    assert len(index) == 80 and index["offset"].tolist() == list(range(80))
+    assert peak < split_bytes / 2, f"peak {peak} bytes for a {split_bytes}-byte split"

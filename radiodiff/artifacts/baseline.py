@@ -12,10 +12,11 @@ from radiodiff.typed_yaml import build
 KIND = "baseline"  # the `kind` of the file
 
 
-def build_baseline(cfg: BaselineConfig, cond_channels: int) -> SupervisedUNet:
-    """The supervised UNet condition -> gain described by `cfg`."""
+def build_baseline(cfg: BaselineConfig, cond_channels: int, device: Device = "cpu") -> SupervisedUNet:
+    """The supervised UNet condition -> gain described by `cfg`, on `device` (initialised on the CPU)."""
     return SupervisedUNet(in_channels=cond_channels, base_channels=cfg.base_channels,
-                          channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks, dropout=cfg.dropout)
+                          channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks,
+                          dropout=cfg.dropout).to(device)
 
 
 def save_baseline(path: Path, model: SupervisedUNet, cfg: BaselineConfig, condition: ConditionConfig) -> None:
@@ -28,6 +29,6 @@ def load_baseline(path: Path, device: Device = "cpu") -> tuple[SupervisedUNet, C
     payload = load_model_file(path, KIND)
     cfg = build(BaselineConfig, payload["config"]["baseline"], where=f"{path}:baseline")
     condition = build(ConditionConfig, payload["config"]["condition"], where=f"{path}:condition")
-    model = build_baseline(cfg, condition.channels)
+    model = build_baseline(cfg, condition.channels, device)
     model.load_state_dict(payload["state_dict"])
-    return model.eval().to(device), condition
+    return model.eval(), condition

@@ -14,21 +14,23 @@ from radiodiff.diffusion.process import make_process
 from radiodiff.errors import UserError
 from radiodiff.generation import LatentDiffusion
 from radiodiff.models.unet import ConditionalUNet
+from radiodiff.options import Precision
 from radiodiff.typed_yaml import build
 
 LDM, TAIL = "ldm", "flux_tail"  # the `kind` of each file
 
 
-def build_unet(cfg: LDMConfig, cond_channels: int, latent_channels: int = 3) -> ConditionalUNet:
-    """The denoiser described by `cfg` for a condition of `cond_channels` channels; its output
-    channels and time scale are what the objective's process asks for."""
+def build_unet(cfg: LDMConfig, cond_channels: int, latent_channels: int = 3, device: Device = "cpu") -> ConditionalUNet:
+    """The denoiser described by `cfg` for a condition of `cond_channels` channels, on `device`
+    (initialised on the CPU); its output channels and time scale are what the objective's
+    process asks for."""
     unet, process = cfg.unet, make_process(cfg.diffusion)
     return ConditionalUNet(latent_channels=latent_channels, cond_channels=cond_channels,
                            base_channels=unet.base_channels, channel_mults=unet.channel_mults,
                            num_res_blocks=unet.num_res_blocks, cond_base_channels=unet.cond_base_channels,
                            attention=unet.attention, window_size=unet.window_size, fft_filter=unet.fft_filter,
                            dropout=unet.dropout, out_channels=process.output_channels(latent_channels),
-                           time_scale=process.time_embedding_scale)
+                           time_scale=process.time_embedding_scale).to(device)
 
 
 def save_ldm(path: Path, unet: ConditionalUNet, cfg: LDMConfig, condition: ConditionConfig, vae_path: Path) -> None:
@@ -37,8 +39,10 @@ def save_ldm(path: Path, unet: ConditionalUNet, cfg: LDMConfig, condition: Condi
                extra={"vae_digest": file_digest(vae_path)})
 
 
-def load_ldm(path: Path, vae_path: Path, device: Device = "cpu") -> tuple[LatentDiffusion, LDMConfig, ConditionConfig]:
-    """The sampling bundle of `save_ldm` and `save_vae` files on `device`, with its configs."""
+def load_ldm(path: Path, vae_path: Path, device: Device = "cpu", precision: Precision = Precision.FP32,
+             ) -> tuple[LatentDiffusion, LDMConfig, ConditionConfig]:
+    """The sampling bundle of `save_ldm` and `save_vae` files on `device`, sampling at a resolved
+    `precision` (see `radiodiff.devices.resolve_precision`), with its configs."""
     payload = load_model_file(path, LDM)
     if payload["extra"]["vae_digest"] != file_digest(vae_path):
         raise UserError(f"{path} was trained on another VAE than {vae_path}")
@@ -47,9 +51,9 @@ def load_ldm(path: Path, vae_path: Path, device: Device = "cpu") -> tuple[Latent
     cfg = build(LDMConfig, raw, where=f"{path}:ldm")
     condition = build(ConditionConfig, payload["config"]["condition"], where=f"{path}:condition")
     vae, scale = load_vae(vae_path, device)
-    unet = build_unet(cfg, condition.channels, vae.latent_channels)
+    unet = build_unet(cfg, condition.channels, vae.latent_channels, device)
     unet.load_state_dict(payload["state_dict"])
-    return LatentDiffusion(unet.eval().to(device), vae, make_process(cfg.diffusion), scale), cfg, condition
+    return LatentDiffusion(unet.eval(), vae, make_process(cfg.diffusion), scale, precision), cfg, condition
 
 
 def save_tail(path: Path, unet: ConditionalUNet, cfg: FluxConfig, ldm_path: Path) -> None:

@@ -12,10 +12,12 @@ from radiodiff.typed_yaml import build
 KIND = "vae"  # the `kind` of the file
 
 
-def build_vae(cfg: VAEConfig) -> AutoencoderKL:
-    """The autoencoder gain `[1, H, W]` -> latent described by `cfg`."""
+def build_vae(cfg: VAEConfig, device: Device = "cpu") -> AutoencoderKL:
+    """The autoencoder gain `[1, H, W]` -> latent described by `cfg`, on `device` (initialised on
+    the CPU, so a seeded build has the same weights on any device)."""
     return AutoencoderKL(in_channels=1, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels,
-                         channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks, dropout=cfg.dropout)
+                         channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks,
+                         dropout=cfg.dropout).to(device)
 
 
 def save_vae(path: Path, model: AutoencoderKL, cfg: VAEConfig, *, scale_factor: float) -> None:
@@ -26,6 +28,6 @@ def save_vae(path: Path, model: AutoencoderKL, cfg: VAEConfig, *, scale_factor: 
 def load_vae(path: Path, device: Device = "cpu") -> tuple[AutoencoderKL, float]:
     """The autoencoder of `save_vae` in eval mode on `device`, and its scale factor."""
     payload = load_model_file(path, KIND)
-    model = build_vae(build(VAEConfig, payload["config"], where=f"{path}:config"))
+    model = build_vae(build(VAEConfig, payload["config"], where=f"{path}:config"), device)
     model.load_state_dict(payload["state_dict"])
-    return model.eval().to(device), float(payload["extra"]["scale_factor"])
+    return model.eval(), float(payload["extra"]["scale_factor"])

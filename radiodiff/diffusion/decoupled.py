@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from radiodiff.diffusion.sampling import StepOutput
+from radiodiff.diffusion.sampling import StepOutput, noise_like
 from radiodiff.diffusion.schedule import as_coefficient
 from radiodiff.options import Preconditioning
 
@@ -190,8 +190,7 @@ def decoupled_step(c_pred: torch.Tensor, noise_pred: torch.Tensor, x_t: torch.Te
     var = eta**2 * t_prev * (t - t_prev) / t
     prev = (1.0 - t_prev) * pred_x0 + math.sqrt(max(t_prev - var, 0.0)) * noise_pred
     if var > 0.0:
-        z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-        prev = prev + math.sqrt(var) * z
+        prev = prev + math.sqrt(var) * noise_like(x_t, generator)
     return StepOutput(prev_sample=prev, pred_x0=pred_x0)
 
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 from radiodiff.diffusion.prediction import Prediction, prediction_target
-from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient
+from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient, square_root
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x0) = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise for x0, noise [B, ...], t [B]."""
     alpha_bar = schedule.alphas_cumprod_at(t)
-    return as_coefficient(np.sqrt(alpha_bar), x0) * x0 + as_coefficient(np.sqrt(1.0 - alpha_bar), x0) * noise
+    return as_coefficient(square_root(alpha_bar), x0) * x0 + as_coefficient(square_root(1.0 - alpha_bar), x0) * noise
 
 
 def diffusion_loss(

@@ -8,10 +8,9 @@ conversions here refuse it.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient
+from radiodiff.diffusion.schedule import NoiseSchedule, as_coefficient, square_root
 from radiodiff.options import Prediction
 
 
@@ -26,7 +25,7 @@ def _require_discrete(prediction: Prediction) -> None:
 def _signal_noise(t: int | torch.Tensor, schedule: NoiseSchedule, like: torch.Tensor):
     """(sqrt(ab), sqrt(1 - ab)) as tensors broadcastable against `like`."""
     alpha_bar = schedule.alphas_cumprod_at(t)
-    return as_coefficient(np.sqrt(alpha_bar), like), as_coefficient(np.sqrt(1.0 - alpha_bar), like)
+    return as_coefficient(square_root(alpha_bar), like), as_coefficient(square_root(1.0 - alpha_bar), like)
 
 
 def prediction_target(

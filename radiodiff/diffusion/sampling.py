@@ -31,8 +31,11 @@ class StepOutput(NamedTuple):
     pred_x0: torch.Tensor
 
 
-def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like `x`, on x's device: drawn on the generator's own device
+    and moved, so a seeded CPU generator gives the same draws whatever device samples."""
+    device = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def ddim_step(
@@ -53,7 +56,7 @@ def ddim_step(
     direction = np.sqrt(np.clip(1.0 - ab_prev - sigma**2, 0.0, None))
     prev = as_coefficient(np.sqrt(ab_prev), x_t) * pred_x0 + as_coefficient(direction, x_t) * pred_eps
     if np.any(sigma > 0):
-        prev = prev + as_coefficient(sigma, x_t) * _noise_like(x_t, generator)
+        prev = prev + as_coefficient(sigma, x_t) * noise_like(x_t, generator)
     return StepOutput(prev_sample=prev, pred_x0=pred_x0)
 
 
@@ -80,7 +83,7 @@ def ddpm_step(
     variance = beta * (1.0 - ab_prev) / (1.0 - ab_t)
     prev = as_coefficient(coef_x0, x_t) * pred_x0 + as_coefficient(coef_xt, x_t) * x_t
     if np.any(variance > 0):
-        prev = prev + as_coefficient(np.sqrt(variance), x_t) * _noise_like(x_t, generator)
+        prev = prev + as_coefficient(np.sqrt(variance), x_t) * noise_like(x_t, generator)
     return StepOutput(prev_sample=prev, pred_x0=pred_x0)
 
 

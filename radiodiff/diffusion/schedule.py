@@ -68,12 +68,30 @@ class NoiseSchedule:
         """T, the number of training steps."""
         return int(self.betas.shape[0])
 
-    def alphas_cumprod_at(self, t: int | torch.Tensor) -> np.ndarray:
-        """alpha_bar_t as float64 (shape of t); t = -1 means "before step 0", alpha_bar = 1."""
-        steps = np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.int64)
+    def alphas_cumprod_at(self, t: int | np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """alpha_bar_t as float64 (shape of t); t = -1 means "before step 0", alpha_bar = 1.
+
+        An int or array gives numpy; a tensor gives a tensor on its device, gathered from a
+        table cached there once (no copy to the host and back, so no device sync per step).
+        """
+        if isinstance(t, torch.Tensor):
+            if t.device.type == "cpu":  # checking a device tensor's range would sync; CUDA asserts itself
+                self._check_range(t.numpy() if not t.requires_grad else t.detach().numpy())
+            return self._table(t.device)[t.long() + 1]
+        steps = np.asarray(t, dtype=np.int64)
+        self._check_range(steps)
+        return np.where(steps >= 0, self.alphas_cumprod[np.clip(steps, 0, None)], 1.0)
+
+    def _check_range(self, steps: np.ndarray) -> None:
         if np.any(steps < -1) or np.any(steps >= self.num_steps):
             raise IndexError(f"timestep out of range [-1, {self.num_steps - 1}]: {steps}")
-        return np.where(steps >= 0, self.alphas_cumprod[np.clip(steps, 0, None)], 1.0)
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        """[1, alpha_bar_0, ..., alpha_bar_{T-1}] float64 on `device` (index t + 1), made once per device."""
+        tables = self.__dict__.setdefault("_tables", {})
+        if device not in tables:
+            tables[device] = torch.from_numpy(np.concatenate([[1.0], self.alphas_cumprod])).to(device)
+        return tables[device]
 
 
 def make_schedule(kind: ScheduleKind, num_steps: int) -> NoiseSchedule:
@@ -90,9 +108,23 @@ def schedule_fingerprint(schedule: NoiseSchedule) -> str:
     return digest.hexdigest()[:16]
 
 
-def as_coefficient(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """float64 per-sample values (scalar or [B]) -> tensor on like's device/dtype, [B, 1, ...]."""
-    tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
+def as_coefficient(values: float | np.ndarray | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """float64 coefficients -> a factor for tensors like `like`: one value (a sampler step's)
+    stays a Python float, rounded to like's dtype by the multiplication itself (no host-to-device
+    copy, which would sync a GPU every step); per-sample values `[B]` (numpy or a tensor)
+    become a tensor on like's device and dtype, shaped `[B, 1, ...]`."""
+    if isinstance(values, torch.Tensor):
+        tensor = values
+    else:
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim == 0:
+            return float(array)
+        tensor = torch.from_numpy(array)
     if tensor.ndim == 1:
         tensor = tensor.reshape(-1, *([1] * (like.ndim - 1)))
     return tensor.to(device=like.device, dtype=like.dtype)
+
+
+def square_root(values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Element-wise square root of numpy or torch coefficients, keeping the kind."""
+    return torch.sqrt(values) if isinstance(values, torch.Tensor) else np.sqrt(values)

@@ -30,10 +30,13 @@ def trajectory_similarity(model: LatentDiffusion, cond: torch.Tensor, scenes: li
     model's process (t = the time the step landed on, in the process's own time)."""
     times = model.process.timesteps(steps)
     shared = torch.randn(model.latent_shape(cond)[1:], generator=seeded_generator(seed))
-    x_start = shared.expand(len(cond), *shared.shape).contiguous()
+    x_start = shared.expand(len(cond), *shared.shape).contiguous().to(model.device)
+    cond = cond.to(model.device)
     ids = torch.tensor(scenes)
     rows = []
-    for index, output in enumerate(sample_loop_progressive(model.process, model.denoise_fn(cond), x_start, times)):
-        same, other = pair_similarity(output.prev_sample, ids)
+    with model.autocast():
+        trajectory = list(sample_loop_progressive(model.process, model.denoise_fn(cond), x_start, times))
+    for index, output in enumerate(trajectory):
+        same, other = pair_similarity(output.prev_sample.cpu(), ids)
         rows.append({"t": times[index + 1], "same_scene": same, "other_scene": other})
     return rows

@@ -74,7 +74,12 @@ class Toolkit:
         return f"{base}_{self.label}" if self.label else base
 
     def start(self, seed: int, rows: Sequence[int]) -> torch.Tensor:
+        """The seeded start latents of `rows`, drawn on the CPU (the same on any device)."""
         return scene_noise(self.model.latent_shape(self.maps.cond[:1])[1:], [self.maps.maps[r] for r in rows], seed)
+
+    def condition(self, rows: Sequence[int]) -> torch.Tensor:
+        """The full conditions of `rows`, on the model's device."""
+        return self.maps.cond[list(rows)].to(self.model.device)
 
     def plan(self, t_mid: int, tail_steps: int) -> FluxPlan:
         return flux_plan(self.model.process, t_mid, self.flux.prefix_steps, tail_steps)
@@ -93,8 +98,7 @@ def from_noise(kit: Toolkit, model: LatentDiffusion, steps: int, *, family: str)
     plan = full_plan(model.process, steps)
 
     def run(seed, rows):
-        cond = kit.maps.cond[list(rows)]
-        return stage2_decode(model, kit.start(seed, rows), cond, plan, generator=seeded_generator(seed))
+        return stage2_decode(model, kit.start(seed, rows), kit.condition(rows), plan, generator=seeded_generator(seed))
 
     name = f"{model.process.name}_full" if family == "full" else f"{family}_{steps}"
     return Method(name, family, run, steps)
@@ -131,7 +135,8 @@ def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> M
             found = bank.nearest(layout_embedding(kit.maps.buildings([row])[0]), kit.flux.nearest_max_distance,
                                  seed=seed, exclude=kit.exclude)
             counts["nearest" if found else "miss"] += 1
-            by_scene[scene] = torch.from_numpy(found[2]) if found else _own_midpoint(kit, seed, [row], plan)[0]
+            own = torch.from_numpy(found[2]) if found else _own_midpoint(kit, seed, [row], plan)[0]
+            by_scene[scene] = own.to(kit.model.device)
         midpoints = torch.stack([by_scene[kit.maps.maps[row]] for row in rows])
         return _stage2(kit, midpoints, rows, plan, kit.tail if tuned else None)
 
@@ -181,8 +186,7 @@ def control(kit: Toolkit, t_mid: int, tail_steps: int) -> Method:
     plan = kit.plan(t_mid, tail_steps)
 
     def run(seed, rows):
-        cond = kit.maps.cond[list(rows)]
-        midpoint = stage1_midpoint(kit.model, cond, plan, kit.start(seed, rows))
+        midpoint = stage1_midpoint(kit.model, kit.condition(rows), plan, kit.start(seed, rows))
         return _stage2(kit, midpoint, rows, plan, None)
 
     family = kit.family("control")
@@ -190,8 +194,9 @@ def control(kit: Toolkit, t_mid: int, tail_steps: int) -> Method:
 
 
 def supervised(name: str, predict: Callable[[torch.Tensor], torch.Tensor], kit: Toolkit) -> Method:
-    """The supervised baseline: one deterministic pass (every seed gives the same maps)."""
-    return Method(name, "baseline", lambda seed, rows: predict(kit.maps.cond[list(rows)]), 0)
+    """The supervised baseline: one deterministic pass (every seed gives the same maps), fed
+    conditions on the model's device."""
+    return Method(name, "baseline", lambda seed, rows: predict(kit.condition(rows)), 0)
 
 
 def _own_midpoint(kit: Toolkit, seed: int, rows: Sequence[int], plan: FluxPlan) -> torch.Tensor:
@@ -201,7 +206,7 @@ def _own_midpoint(kit: Toolkit, seed: int, rows: Sequence[int], plan: FluxPlan) 
 
 def _stage2(kit: Toolkit, midpoint: torch.Tensor, rows: Sequence[int], plan: FluxPlan,
             tail: ConditionalUNet | None) -> torch.Tensor:
-    cond = kit.maps.cond[list(rows)]
+    cond = kit.condition(rows)
     denoise = (lambda x, t: tail(x, t, cond)) if tail is not None else None
     return stage2_decode(kit.model, midpoint, cond, plan, denoise_fn=denoise)
 

@@ -49,14 +49,15 @@ def load_scenes(dataset_dir: Path, splits: Sequence[str]) -> SceneSet:
 
 def compute_midpoints(model: LatentDiffusion, scenes: SceneSet, *, t_mid: int, seed: int, cfg: FluxConfig,
                       channels: int) -> torch.Tensor:
-    """Static midpoints `[S, 3, h, w]` of `scenes` at `t_mid`, in batches of `cfg.batch_size`."""
+    """Static midpoints `[S, 3, h, w]` of `scenes` at `t_mid`, in batches of `cfg.batch_size`
+    on the model's device, returned on the CPU (for the bank)."""
     plan = flux_plan(model.process, t_mid, cfg.prefix_steps, cfg.tail_steps)
     out = []
     for start in range(0, len(scenes.ids), cfg.batch_size):
         part = scenes.take(range(start, min(start + cfg.batch_size, len(scenes.ids))))
         cond = static_conditions(part.buildings, channels)
         x_start = scene_noise(model.latent_shape(cond)[1:], part.ids, seed)
-        out.append(stage1_midpoint(model, cond, plan, x_start))
+        out.append(stage1_midpoint(model, cond, plan, x_start).cpu())
     return torch.cat(out)
 
 

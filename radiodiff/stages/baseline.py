@@ -17,6 +17,7 @@ from radiodiff.artifacts.baseline import build_baseline
 from radiodiff.config import BaselineConfig, ConditionConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.data.scaling import mask_buildings
+from radiodiff.devices import device_name, module_device, resolve_device
 from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.models.baseline import SupervisedUNet
 from radiodiff.stages.common import dataset_digest, predict_all, run_folder
@@ -50,7 +51,8 @@ def _loss_fn(model, batch, step, generator):
 
 def evaluate_baseline(model: SupervisedUNet, dataset, limit: int | None = None):
     """Metrics (with the Tx-response ratio), predictions and targets over a dataset."""
-    pred, target, maps = predict_all(lambda b: predict_baseline(model, b["cond"]), dataset, EVAL_BATCH, limit)
+    pred, target, maps = predict_all(lambda b: predict_baseline(model, b["cond"]), dataset, EVAL_BATCH, limit,
+                                     device=module_device(model))
     metrics = summarize(pred, target)
     metrics["tx_response"] = tx_response_ratio(pred, target, maps)
     return metrics, pred, target
@@ -58,22 +60,25 @@ def evaluate_baseline(model: SupervisedUNet, dataset, limit: int | None = None):
 
 def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_dir: Path, work_dir: Path, log,
                    progress: bool = True) -> BaselineResult:
-    """Train on the train split (resumable from `work_dir`) and measure on the test split."""
+    """Train on the train split (resumable from `work_dir`) on the device of `cfg.train.device`,
+    and measure on the test split."""
+    device = resolve_device(cfg.train.device)
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
     with seeded_init(cfg.train.seed):
-        model = build_baseline(cfg, condition.channels)
+        model = build_baseline(cfg, condition.channels, device)
     result = train_loop(
         model=model, loss_fn=_loss_fn, config=cfg.train, log=log, progress=progress,
         val_fn=lambda current, step: evaluate_baseline(current, val, limit=256)[0],
-        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed, num_workers=cfg.data.workers),
-        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir)),
+        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
+                               num_workers=cfg.data.workers, device=device),
+        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir)), name="train_baseline",
     )
     trained = result.ema.ema_model.eval()
     test = RadioMapDataset(dataset_dir, "test", condition.encodings)
     metrics, pred, target = evaluate_baseline(trained, test)
     out = {f"test_{k}": v for k, v in metrics.items()}
-    out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
+    out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s, device=device_name(device))
     shown = spread_indices(len(test))
     cond = torch.stack([test[i]["cond"] for i in shown])
     figure = comparison_figure(target[shown], {"baseline": pred[shown]}, cond=cond, title="Baseline test predictions")

@@ -20,6 +20,7 @@ import torch
 
 from radiodiff.config import EvaluateConfig, FluxConfig
 from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.devices import device_name, synchronize
 from radiodiff.evaluation.consistency import trajectory_similarity
 from radiodiff.evaluation.methods import (
     MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised,
@@ -121,8 +122,10 @@ def run_accuracy(methods: list[Method], maps: MapSet, seeds: tuple[int, ...], pr
         for method in methods:
             started = time.perf_counter()
             with torch.no_grad():
-                pred = method.run(seed, rows).float()
+                pred = method.run(seed, rows)
+            synchronize(pred.device)  # a GPU's queued work is part of the time
             batch_ms[method.name].append((time.perf_counter() - started) * 1e3 / len(rows))
+            pred = pred.float().cpu()
             scores = map_scores(pred, maps)
             for key in METRICS:
                 per_seed[method.name][key].append(scores[key])
@@ -148,7 +151,7 @@ def batch1_timing(methods: list[Method], cfg: EvaluateConfig, seed: int) -> dict
         def run():
             with torch.no_grad():
                 for row in range(counts[method.name]):
-                    method.run(seed, [row])
+                    synchronize(method.run(seed, [row]).device)  # each query is answered before the next
         return run
 
     return time_interleaved({m.name: job(m) for m in methods}, cfg.timing_repeats, counts)
@@ -274,6 +277,7 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     table = summary_table(methods, accuracy, batch1_timing(methods, cfg, seeds[0]))
     consistency = consistency_rows(kit, cfg, seeds[0])  # latent similarity along the served model's sampler
     head = headline(table, kit.flux) | simulator_timing(dataset_dir, kit.maps, cfg.timing_repeats)
+    head["device"] = device_name(kit.model.device)
     head["speedup_simulator_vs_flux_b1"] = head["simulator_ms_per_map_b1"] / float(
         table.set_index("method").loc[_served_name(table, kit.flux), "ms_per_map_b1"])
     shown = spread_indices(len(kit.maps.maps), 4)

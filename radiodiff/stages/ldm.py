@@ -15,6 +15,7 @@ from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.diffusion.losses import drop_condition_channels
+from radiodiff.devices import device_name, resolve_device
 from radiodiff.diffusion.process import DiffusionProcess, make_process
 from radiodiff.flux import static_condition
 from radiodiff.generation import LatentDiffusion, generate
@@ -45,9 +46,10 @@ class LatentDataset(torch.utils.data.Dataset):
 
 
 def encode_dataset(model: LatentDiffusion, dataset: RadioMapDataset) -> torch.Tensor:
-    """Scaled posterior-mode latents of every sample, `[N, 3, h, w]` (computed once, not per epoch)."""
+    """Scaled posterior-mode latents of every sample, `[N, 3, h, w]` on the CPU (computed once on
+    the model's device, not per epoch; the training loader feeds them back batch by batch)."""
     with torch.no_grad():
-        return torch.cat([model.encode(batch["gain"]) for batch in batched(dataset, EVAL_BATCH)])
+        return torch.cat([model.encode(batch["gain"]).cpu() for batch in batched(dataset, EVAL_BATCH, device=model.device)])
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def sample_metrics(model: LatentDiffusion, dataset, steps: int, limit: int | Non
         cond = static_condition(batch["cond"], mask) if static else batch["cond"]
         return generate(model, cond, steps=steps, generator=generator)
 
-    pred, target, maps = predict_all(predict, dataset, EVAL_BATCH, limit)
+    pred, target, maps = predict_all(predict, dataset, EVAL_BATCH, limit, device=model.device)
     metrics = summarize(pred, target)
     metrics["tx_response"] = tx_response_ratio(pred, target, maps)
     return metrics, pred, target
@@ -93,11 +95,13 @@ def sample_metrics(model: LatentDiffusion, dataset, steps: int, limit: int | Non
 def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, vae_path: Path, work_dir: Path,
               log, progress: bool = True, should_stop: StopFn | None = None) -> LDMResult:
     """Train the denoiser on pre-encoded train latents (resumable), then sample the test split.
-    `should_stop(step, val_metrics)` runs after each validation (Optuna's pruning hook)."""
-    vae, scale = load_vae(vae_path)
+    `should_stop(step, val_metrics)` runs after each validation (Optuna's pruning hook). Runs on
+    the device of `cfg.train.device`."""
+    device = resolve_device(cfg.train.device)
+    vae, scale = load_vae(vae_path, device)
     process = make_process(cfg.diffusion)
     with seeded_init(cfg.train.seed):
-        unet = build_unet(cfg, condition.channels, vae.latent_channels)
+        unet = build_unet(cfg, condition.channels, vae.latent_channels, device)
     bundle = lambda net: LatentDiffusion(net, vae, process, scale)  # noqa: E731
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     latents = LatentDataset(train, encode_dataset(bundle(unet), train))
@@ -111,8 +115,9 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
         config=cfg.train,
         log=log, val_fn=val_fn, progress=progress, should_stop=should_stop,
         batches=loader_factory(latents, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
-                               num_workers=cfg.data.workers),
+                               num_workers=cfg.data.workers, device=device),
         checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir), file_digest(vae_path)),
+        name="train_ldm",
     )
     model = bundle(result.ema.ema_model.eval())
     test = RadioMapDataset(dataset_dir, "test", condition.encodings)
@@ -120,7 +125,7 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
     static, _, _ = sample_metrics(model, test, cfg.sample_steps, static=True)
     out = {f"test_{k}": v for k, v in metrics.items()}
     out.update({f"test_static_{k}": static[k] for k in ("nmse", "tx_response")})
-    out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
+    out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s, device=device_name(device))
     shown = spread_indices(len(test))
     cond = torch.stack([test[i]["cond"] for i in shown])
     figure = comparison_figure(target[shown], {f"DDIM-{cfg.sample_steps}": pred[shown]}, cond=cond,
@@ -138,5 +143,5 @@ class SampleRadioMap(torch.nn.Module):
         self.model, self.steps, self.seed = model, steps, seed
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator(device=cond.device).manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)  # CPU: the same noise on any device
         return generate(self.model, cond, steps=self.steps, generator=generator)

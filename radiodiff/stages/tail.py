@@ -63,20 +63,21 @@ def bank_midpoints(model: LatentDiffusion, ldm_path: Path, bank_dir: Path, cfg: 
 
 def _draw_times(process: DiffusionProcess, t_mid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Half the draws at t_mid itself (the first tail step, which sees z_mid as is), the rest
-    uniform on the remaining path from t_mid to the clean end."""
-    size = t_mid.shape[0]
-    later = process.times_on_path(torch.rand(size, generator=generator), t_mid)
-    return torch.where(torch.rand(size, generator=generator) < 0.5, t_mid, later)
+    uniform on the remaining path from t_mid to the clean end (on the generator's device)."""
+    size, device = t_mid.shape[0], generator.device
+    later = process.times_on_path(torch.rand(size, generator=generator, device=device), t_mid)
+    return torch.where(torch.rand(size, generator=generator, device=device) < 0.5, t_mid, later)
 
 
 def _pick_midpoints(batch: dict, generator: torch.Generator, t_mids: torch.Tensor, midpoints: torch.Tensor,
                     scene_row: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sample's static midpoint of its own scene at a random t_mid and seed:
-    (z_mid `[B, 3, h, w]`, t_mid `[B]` in the model's kind of time)."""
-    size = batch["latent"].shape[0]
-    which = torch.randint(0, midpoints.shape[0], (size,), generator=generator)
-    seed = torch.randint(0, midpoints.shape[1], (size,), generator=generator)
-    rows = torch.tensor([scene_row[int(m)] for m in batch["map_id"]])
+    (z_mid `[B, 3, h, w]`, t_mid `[B]` in the model's kind of time). `midpoints`, `t_mids` and
+    the generator live on the training device."""
+    size, device = batch["latent"].shape[0], generator.device
+    which = torch.randint(0, midpoints.shape[0], (size,), generator=generator, device=device)
+    seed = torch.randint(0, midpoints.shape[1], (size,), generator=generator, device=device)
+    rows = torch.tensor([scene_row[m] for m in batch["map_id"].tolist()], device=device)
     return midpoints[which, seed, rows], t_mids[which]
 
 
@@ -84,7 +85,8 @@ def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, s
     """The process's training loss on the path from each sample's static midpoint z_mid to its
     clean latent x0: the noise z_mid implies at t_mid puts every point of that path at x0."""
     process = model.process
-    t_mids = torch.tensor([process.config_time(t) for t in cfg.t_mids])
+    midpoints = midpoints.to(model.device)
+    t_mids = torch.tensor([process.config_time(t) for t in cfg.t_mids], device=model.device)
 
     def loss_fn(unet, batch, step, generator):
         x0, cond = batch["latent"], batch["cond"]
@@ -101,14 +103,14 @@ def _val_fn(model: LatentDiffusion, cfg: FluxConfig, val: RadioMapDataset):
     """NMSE of Flux (t_mid = cfg.t_mid, seed of cfg.seeds[0]) on the first validation maps."""
     plan = flux_plan(model.process, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps)
     batch = next(iter(batched(val, VAL_MAPS)))
-    cond = batch["cond"]
-    static = static_conditions(cond[:, 0].numpy() > 0, cond.shape[1])
+    cond, gain = batch["cond"].to(model.device), batch["gain"]
+    static = static_conditions(batch["cond"][:, 0].numpy() > 0, cond.shape[1])
     x_start = scene_noise(model.latent_shape(cond)[1:], batch["map_id"].tolist(), cfg.seeds[0])
     midpoint = stage1_midpoint(model, static, plan, x_start)
 
     def val_fn(net, step):
         pred = stage2_decode(model, midpoint, cond, plan, denoise_fn=lambda x, t: net(x, t, cond))
-        return {"flux_nmse": float(nmse(pred, batch["gain"]).mean())}
+        return {"flux_nmse": float(nmse(pred.float().cpu(), gain).mean())}
 
     return val_fn
 
@@ -125,7 +127,9 @@ def train_tail(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConf
         model=copy.deepcopy(model.unet).train(), config=tune.train, log=log, progress=progress,
         loss_fn=_loss_fn(model, cfg, midpoints, {int(s): i for i, s in enumerate(scene_ids)}),
         val_fn=_val_fn(model, cfg, RadioMapDataset(dataset_dir, "val", condition.encodings)),
-        batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0),
+        batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0,
+                               device=model.device),
         checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir),
                                   file_digest(ldm_path)),
+        name="tune_tail",
     )

@@ -12,6 +12,7 @@ from radiodiff.artifacts.vae import build_vae
 from radiodiff.config import VAEConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.data.scaling import to_gain, to_model_scale
+from radiodiff.devices import device_name, module_device, resolve_device
 from radiodiff.metrics import summarize
 from radiodiff.models.vae import AutoencoderKL
 from radiodiff.models.vae_loss import estimate_scale_factor, vae_loss
@@ -53,28 +54,32 @@ def reconstruct(model: AutoencoderKL, batch: dict) -> torch.Tensor:
 
 
 def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progress: bool = True) -> VAEResult:
-    """Train on the train split (resuming from `work_dir` if interrupted), pick the EMA weights,
-    estimate the latent scale, and measure reconstruction on the test split."""
+    """Train on the train split (resuming from `work_dir` if interrupted) on the device of
+    `cfg.train.device`, pick the EMA weights, estimate the latent scale, and measure
+    reconstruction on the test split."""
+    device = resolve_device(cfg.train.device)
     train = RadioMapDataset(dataset_dir, "train", ())
     val = RadioMapDataset(dataset_dir, "val", ())
     with seeded_init(cfg.train.seed):
-        model = build_vae(cfg)
+        model = build_vae(cfg, device)
 
     def val_fn(current, step):
-        pred, target, _ = predict_all(lambda b: reconstruct(current, b), val, EVAL_BATCH, limit=256)
+        pred, target, _ = predict_all(lambda b: reconstruct(current, b), val, EVAL_BATCH, limit=256, device=device)
         return summarize(pred, target)
 
     result = train_loop(
         model=model, loss_fn=_loss_fn(cfg), config=cfg.train, log=log, val_fn=val_fn, progress=progress,
-        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed, num_workers=cfg.data.workers),
-        checkpoint_dir=run_folder(work_dir, KIND, cfg, dataset_digest(dataset_dir)),
+        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
+                               num_workers=cfg.data.workers, device=device),
+        checkpoint_dir=run_folder(work_dir, KIND, cfg, dataset_digest(dataset_dir)), name="train_vae",
     )
     trained = result.ema.ema_model.eval()
     scale = latent_scale(trained, train)
     test = RadioMapDataset(dataset_dir, "test", ())
-    pred, target, _ = predict_all(lambda b: reconstruct(trained, b), test, EVAL_BATCH)
+    pred, target, _ = predict_all(lambda b: reconstruct(trained, b), test, EVAL_BATCH, device=device)
     metrics = {f"test_{k}": v for k, v in summarize(pred, target).items()}
-    metrics.update(scale_factor=scale, steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s)
+    metrics.update(scale_factor=scale, steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s,
+                   device=device_name(device))
     shown = spread_indices(len(target))
     figure = comparison_figure(target[shown], {"reconstruction": pred[shown]}, title="VAE test reconstructions")
     return VAEResult(trained, scale, metrics, figure)
@@ -82,8 +87,10 @@ def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progres
 
 def latent_scale(model: AutoencoderKL, dataset, limit: int = 512) -> float:
     """RadioDiff's scale_by_std: 1 / std of posterior-mode latents of up to `limit` samples."""
+    device = module_device(model)
     with torch.no_grad():
-        latents = [model.encode(to_model_scale(b["gain"])).mode() for b in batched(dataset, EVAL_BATCH, limit)]
+        latents = [model.encode(to_model_scale(b["gain"])).mode().float().cpu()
+                   for b in batched(dataset, EVAL_BATCH, limit, device)]
     return estimate_scale_factor(torch.cat(latents))
 
 

@@ -76,10 +76,15 @@ class StageRun:
     def __init__(self, run: Any) -> None:
         self.run_id: str = run.info.run_id
 
-    def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log numeric metrics (non-finite values are skipped: MLflow rejects them)."""
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and float(v) == float(v)}
+    def log(self, metrics: Mapping[str, float | str], step: int | None = None) -> None:
+        """Log numeric metrics (non-finite values are skipped: MLflow rejects them); a text
+        value (the device a stage ran on) becomes a tag of the run."""
+        text = {k: v for k, v in metrics.items() if isinstance(v, str)}
+        clean = {k: float(v) for k, v in metrics.items()
+                 if k not in text and v is not None and float(v) == float(v)}
         mlflow.log_metrics(clean, step=step)
+        if text:
+            mlflow.set_tags(text)
 
     def log_figure(self, figure: Any, name: str) -> None:
         """Log a matplotlib figure as an image artifact `name` (e.g. `samples.png`)."""
@@ -160,13 +165,16 @@ def stage_run(stage: str, config: Any, *, profile: str = "default", tags: Mappin
 def log_torch_model(module: Any, name: str, input_example: Any) -> None:
     """Log a one-tensor-in, one-tensor-out torch module as an MLflow model, with a signature
     inferred from `input_example` (a tensor) and its output, inside the active run."""
+    import copy
+
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
 
-    module = module.eval()
+    # A CPU copy: the logged model loads on any machine, whatever device trained it.
+    module = copy.deepcopy(module).cpu().eval()
     with torch.no_grad():
-        output = module(input_example)
+        output = module(input_example.cpu())
     example = input_example.cpu().numpy()
     signature = infer_signature(example, output.cpu().numpy())
     # Explicit requirements: inferring them costs ~5 s per model and guesses wrong offline.
