@@ -134,19 +134,21 @@ def use_tf32(device: torch.device, enabled: bool = True) -> None:
         torch.backends.cudnn.allow_tf32 = enabled
 
 
-def to_device(value: Any, device: torch.device, non_blocking: bool = True) -> Any:
+def to_device(value: Any, device: torch.device, non_blocking: bool = True, channels_last: bool = False) -> Any:
     """`value` with every tensor in it (also inside dicts, lists, tuples, named tuples) on
-    `device`; other values unchanged. Non-blocking copies overlap a pinned host batch's copy."""
+    `device`, 4-D ones in NHWC order with `channels_last`; other values unchanged.
+    Non-blocking copies overlap a pinned host batch's copy with the work already queued."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=non_blocking)
+        layout = torch.channels_last if channels_last and value.dim() == 4 else torch.preserve_format
+        return value.to(device, non_blocking=non_blocking, memory_format=layout)
     if isinstance(value, dict):
-        return {key: to_device(item, device, non_blocking) for key, item in value.items()}
+        return {key: to_device(item, device, non_blocking, channels_last) for key, item in value.items()}
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(to_device(item, device, non_blocking) for item in value))
+        return type(value)(*(to_device(item, device, non_blocking, channels_last) for item in value))
     if isinstance(value, (list, tuple)):
-        return type(value)(to_device(item, device, non_blocking) for item in value)
+        return type(value)(to_device(item, device, non_blocking, channels_last) for item in value)
     return value
 
 

@@ -231,7 +231,7 @@ def _optimizer_step(
     total_loss = torch.zeros((), device=run.device)
     for micro in range(config.accum_steps):
         batch, share = distributed.shard_batch(_next_batch(run), ranks)
-        batch = _to_device(batch, run.device, channels_last=config.channels_last)
+        batch = devices.to_device(batch, run.device, channels_last=config.channels_last)
         run.micro_batch = _leading_size(batch)
         seed = derive_seed(config.seed, STREAM_TRAIN_STEP, run.step, micro, *ranks.seed_keys)
         with distributed.gradient_sync(run.trainer, enabled=micro == config.accum_steps - 1):
@@ -351,21 +351,6 @@ def _next_batch(run: _Run) -> Any:
     except StopIteration:
         raise RuntimeError(f"`batches` ran out at step {run.step}; it must yield without end") from None
     run.next_batch += 1
-    return batch
-
-
-def _to_device(batch: Any, device: torch.device, *, channels_last: bool = False) -> Any:
-    batch = devices.to_device(batch, device)
-    if channels_last:
-        batch = _map_tensors(batch, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
-    return batch
-
-
-def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return fn(batch)
-    if isinstance(batch, dict):
-        return {key: _map_tensors(value, fn) for key, value in batch.items()}
     return batch
 
 
