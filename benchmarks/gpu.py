@@ -217,7 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     profile = args.profile or (ROOT / "params.yaml" if args.smoke else ROOT / "profiles" / "paper.yaml")
     params = load_params(profile)
     device = devices.resolve_device(args.device)
-    devices.use_tf32(device)
     started = time.perf_counter()
     batch = simulated_batch(params, sizes)
     channels = params.condition.channels

@@ -125,13 +125,13 @@ def autocast(device: torch.device, precision: Precision) -> ContextManager:
     return torch.autocast(device.type, dtype=dtype)
 
 
-def use_tf32(device: torch.device, enabled: bool = True) -> None:
+def use_tf32(device: torch.device) -> None:
     """Let float32 matmuls and convolutions on CUDA use TF32 tensor cores (no-op elsewhere)."""
     import torch
 
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = enabled
-        torch.backends.cudnn.allow_tf32 = enabled
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def to_device(value: Any, device: torch.device, non_blocking: bool = True, channels_last: bool = False) -> Any:

@@ -155,3 +155,18 @@ def test_predict_on_cuda_writes_the_cpu_shape(ldm_file, vae_file, tmp_path, caps
         shapes.append(np.asarray(Image.open(out)).shape)
     assert shapes[0] == shapes[1] == (32, 32)
     assert "on cuda:0)" in capsys.readouterr().out
+
+
+def test_tf32_is_a_switch_not_a_default(tmp_path):
+    from radiodiff.training.batching import loader_factory
+    from radiodiff.training.config import LoopConfig, OptimConfig
+    from radiodiff.training.loop import train_loop
+
+    data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randn(16, 1))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for tf32 in (False, True):
+        config = LoopConfig(total_steps=2, optim=OptimConfig(lr=1e-2, min_lr=1e-3), device="cuda", tf32=tf32)
+        train_loop(model=torch.nn.Linear(4, 1).cuda(), loss_fn=lambda m, b, s, g: (F.mse_loss(m(b[0]), b[1]), {}),
+                   batches=loader_factory(data, batch_size=8, seed=0), config=config, log=lambda m, s: None,
+                   progress=False)
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32

@@ -71,6 +71,8 @@ class LoopConfig:
       weights, so EMA, optimizer and checkpoints do not change).
     - channels_last: keep the network's convolution weights and inputs in NHWC memory order
       (faster convolutions on tensor-core GPUs).
+    - tf32: let float32 matmuls on CUDA use TF32 tensor cores (torch's own default leaves
+      them exact). Off until measured; no effect on a CPU.
     - log_every, val_every, checkpoint_every: intervals in optimizer steps; the last step
       always logs, validates and checkpoints.
     - keep_checkpoints: how many step checkpoints to keep on disk (newest first).
@@ -88,6 +90,7 @@ class LoopConfig:
     precision: Precision = Precision.FP32
     compile: bool = False
     channels_last: bool = False
+    tf32: bool = False
     log_every: int = 50
     val_every: int = 1000
     checkpoint_every: int = 1000

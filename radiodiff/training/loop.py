@@ -164,7 +164,8 @@ def train_loop(
     device = _device_of(model)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # in place: the parameters stay the same objects
-    devices.use_tf32(device)
+    if config.tf32:
+        devices.use_tf32(device)
     precision = devices.resolve_precision(config.precision, device)
     run = _Run(
         model=model,
