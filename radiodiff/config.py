@@ -49,7 +49,9 @@ class PrepareConfig:
     maps: SplitSizes = field(default_factory=SplitSizes)
     tx_per_map: int = 12  # drawn per map (seeded) from its 80 published Tx sites
     resolution: int = 64  # output pixels per side: area-average of the 256 m map
-    dynamic: bool = False  # cars as obstacles (targets from carsDPM / the simulator's car model)
+    # Share of each map's Tx that also get a traffic sample: the same Tx with the map's cars as
+    # obstacles (targets from carsDPM / the simulator's car model). 0 = static only.
+    dynamic: float = 0.0
     seed: int = 0
     workers: int = 2  # parallel map workers (Dask processes under Prefect)
 
@@ -64,6 +66,13 @@ class PrepareConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.seed < 0:  # numpy's seed sequences take no negative entropy
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0.0 <= self.dynamic <= 1.0:
+            raise ValueError(f"dynamic is the share of Tx with a traffic sample, in [0, 1]; got {self.dynamic}")
+
+    @property
+    def cars_per_map(self) -> int:
+        """Tx per map that also get a traffic (cars) sample: at least one when `dynamic` > 0."""
+        return 0 if self.dynamic == 0 else max(1, round(self.dynamic * self.tx_per_map))
 
     @property
     def pixel_size_m(self) -> float:
@@ -246,11 +255,18 @@ class EvaluateConfig:
     timing_repeats: int = 3
     consistency_steps: int = 20  # DDIM grid on which midpoint similarity is traced over t
     tx_cell_px: int = 16  # side of the Tx cells of the cell-keyed Flux midpoints, in pixels
+    # The published reference (RadioDiff at T = 100 steps) as a row: the served model's own
+    # sampler with this many steps, beside the full T-step trajectory.
+    reference_steps: int = 100
+    traffic_per_scene: int = 2  # traffic pairs (same Tx, with and without cars) per evaluated layout
     device: str = "auto"  # where every method runs (radiodiff.devices)
     precision: Precision = Precision.FP32  # autocast of the samplers and the baseline
 
     def __post_init__(self) -> None:
         check_device_spec(self.device, "evaluate.device")
+        if self.reference_steps < 1 or self.traffic_per_scene < 0:
+            raise ValueError(f"need reference_steps >= 1 and traffic_per_scene >= 0, got {self.reference_steps}, "
+                             f"{self.traffic_per_scene}")
 
 
 @dataclass(frozen=True)

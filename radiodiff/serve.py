@@ -28,7 +28,7 @@ from radiodiff.bank.embedding import GRID
 from radiodiff.config import SOURCE_MAP_SIZE, ConditionConfig, FluxConfig
 from radiodiff.data.conditions import encode_condition
 from radiodiff.data.layout import resolve_tx, validate_mask
-from radiodiff.data.resample import majority
+from radiodiff.data.resample import coverage, majority
 from radiodiff.devices import resolve_device, resolve_precision
 from radiodiff.errors import UserError
 from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
@@ -40,8 +40,9 @@ EXTRA_SEED_BASE = 1000  # sample k >= len(flux.seeds) uses seed 1000 + k (never 
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare by
 class Query:
-    """One request at the model's resolution: `buildings` and `cars` `[H, W]` bool, `tx` the
-    (row, col) pixel of the transmitter on a free pixel of `buildings`."""
+    """One request at the model's resolution: `buildings` `[H, W]` bool, `cars` `[H, W]` float32
+    (the share of each pixel covered by vehicles), `tx` the (row, col) pixel of the transmitter
+    on a free pixel of `buildings`."""
 
     buildings: np.ndarray
     tx: tuple[int, int]
@@ -79,7 +80,7 @@ def prepare_query(buildings_256: np.ndarray, tx_256: tuple[int, int], cars_256: 
     except UserError:
         raise UserError(f"Tx ({tx_256[0]}, {tx_256[1]}) falls inside a building at the model's {resolution}x"
                         f"{resolution} resolution ({factor} m pixels), with no free pixel within 2 px") from None
-    return Query(buildings=low_buildings, tx=low_tx, cars=majority(cars, factor))
+    return Query(buildings=low_buildings, tx=low_tx, cars=coverage(cars, factor))
 
 
 class FluxPredictor:

@@ -51,8 +51,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
 
 
-# A tiny real dataset and toy models trained for a few steps, shared by the stage tests.
-TINY_DATA = PrepareConfig(maps=SplitSizes(train=3, val=1, test=1), tx_per_map=4, resolution=32, workers=1)
+# A tiny real dataset (two of each map's four Tx also with cars) and toy models trained for a
+# few steps, shared by the stage tests.
+TINY_DATA = PrepareConfig(maps=SplitSizes(train=3, val=1, test=1), tx_per_map=4, dynamic=0.5, resolution=32,
+                          workers=1)
 LOOP = LoopConfig(total_steps=4, log_every=2, val_every=4, checkpoint_every=2,
                   optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=1, ema_start_step=0, ema_decay=0.5))
 DATA = DataLoaderConfig(batch_size=4, workers=0)

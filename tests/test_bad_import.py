@@ -49,26 +49,32 @@ def _gain_images(draw_defect: str, shape=(256, 256)) -> list[np.ndarray | bytes 
 @settings(max_examples=20, deadline=None, suppress_health_check=HEALTH)  # all 16 cases
 @given(defect=st.sampled_from(["none", "missing", "wrong-size", "sixteen-bit", "rgb", "truncated", "not-an-image",
                                "pixels-cut-short"]),
-       dynamic=st.booleans())
-def test_importer_refuses_bad_gain_maps_and_writes_no_dataset(defect, dynamic):
+       traffic=st.booleans())
+def test_importer_refuses_bad_gain_maps_and_writes_no_dataset(defect, traffic):
+    """Static samples read `gain/DPM`; with `dynamic` 1 every Tx also has a traffic twin read
+    from `gain/carsDPM`, where the defect then sits (the DPM files being good)."""
     from radiodiff.data.prepare import plan_jobs, run_prepare
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        cfg = PrepareConfig(radiomapseer_dir=str(folder / "rms"), dynamic=dynamic, **IMPORT_CFG)
-        gain_dir = folder / "rms" / "gain" / ("carsDPM" if dynamic else "DPM")
-        gain_dir.mkdir(parents=True)
+        cfg = PrepareConfig(radiomapseer_dir=str(folder / "rms"), dynamic=1.0 if traffic else 0.0, **IMPORT_CFG)
+        gain_dirs = {"DPM": _gain_images("none"), "carsDPM": _gain_images(defect)} if traffic \
+            else {"DPM": _gain_images(defect)}
         (job,) = plan_jobs(cfg)
-        for tx_id, image in zip(job.tx_ids, _gain_images(defect)):
-            path = gain_dir / f"{job.map_id}_{tx_id}.png"
-            if isinstance(image, bytes):
-                path.write_bytes(image)
-            elif image is not None:
-                write_png(path, image)
+        for name, images in gain_dirs.items():
+            gain_dir = folder / "rms" / "gain" / name
+            gain_dir.mkdir(parents=True)
+            for tx_id, image in zip(job.tx_ids, images):
+                path = gain_dir / f"{job.map_id}_{tx_id}.png"
+                if isinstance(image, bytes):
+                    path.write_bytes(image)
+                elif image is not None:
+                    write_png(path, image)
         out = folder / "dataset"
         if defect == "none":
             result = run_prepare(cfg, out_dir=out, cache_dir=folder / "cache", progress=False)
-            assert result.metrics["samples_train"] == 2 and (out / "index.parquet").is_file()
+            assert result.metrics["samples_train"] == (4 if traffic else 2) and (out / "index.parquet").is_file()
+            assert result.metrics["samples_with_cars"] == (2 if traffic else 0)
             return
         with pytest.raises(UserError) as refused:
             run_prepare(cfg, out_dir=out, cache_dir=folder / "cache", progress=False)

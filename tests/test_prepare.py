@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from radiodiff.config import PrepareConfig, SplitSizes, TargetSource
@@ -148,7 +149,8 @@ def test_assemble_streams_shards_into_the_split_files(tmp_path):
         gain = rng.random((10, 64, 64), dtype=np.float32)
         path = tmp_path / f"shard{map_id}.npz"
         np.savez(path, gain=gain, los=(gain > 0.5).astype(np.uint8), buildings=np.zeros((64, 64), bool),
-                 cars=np.zeros((64, 64), bool), tx=np.zeros((10, 2), np.int64), tx_ids=np.arange(10))
+                 cars=np.zeros((64, 64), bool), tx=np.zeros((10, 2), np.int64), tx_ids=np.arange(10),
+                 with_cars=np.arange(10) >= 8)
         shards.append(("train", map_id, path))
         gains.append(gain)
     tracemalloc.start()
@@ -158,4 +160,40 @@ def test_assemble_streams_shards_into_the_split_files(tmp_path):
     split_bytes = sum(g.nbytes for g in gains)
     assert np.array_equal(np.load(tmp_path / "data" / "train_gain.npy"), np.concatenate(gains))
     assert len(index) == 80 and index["offset"].tolist() == list(range(80))
+    assert index["cars"].tolist() == [k >= 8 for k in range(10)] * 8
     assert peak < split_bytes / 2, f"peak {peak} bytes for a {split_bytes}-byte split"
+
+
+def test_traffic_samples_differ_from_their_static_twin_only_in_the_cars(dataset):
+    """The shared tiny dataset has `dynamic` 0.5: two of each map's four Tx come twice, once
+    with the map's cars. A pair shares map, Tx, line of sight and buildings; only the cars
+    channel and the gain differ, and the static sample sees no cars."""
+    from radiodiff.config import ConditionConfig
+    from radiodiff.data.dataset import RadioMapDataset
+    from radiodiff.evaluation.scenarios import traffic_rows
+    from tests.conftest import TINY_DATA
+
+    encodings = ConditionConfig().encodings
+    for split in ("train", "test"):
+        data = RadioMapDataset(dataset / "data", split, encodings)
+        layouts = data.index["map_id"].unique().tolist()
+        twins, traffic = traffic_rows(data.index, layouts, per_scene=10)
+        assert len(traffic) == TINY_DATA.cars_per_map * len(layouts) == 2 * len(layouts)
+        for static_row, cars_row in zip(twins, traffic):
+            static, cars = data[static_row], data[cars_row]
+            assert not static["cars"] and cars["cars"]
+            assert (static["map_id"], static["tx_id"]) == (cars["map_id"], cars["tx_id"])
+            assert torch.equal(static["tx"], cars["tx"])
+            other = [c for c in range(static["cond"].shape[0]) if c != 2]  # every channel but the cars
+            assert torch.equal(static["cond"][other], cars["cond"][other])
+            assert static["cond"][2].eq(0).all() and cars["cond"][2].gt(0).any()
+            assert not torch.equal(static["gain"], cars["gain"])  # the cars shadow some pixels
+
+
+def test_the_static_tx_choice_does_not_depend_on_the_traffic_share():
+    from dataclasses import replace
+
+    static, dynamic = plan_jobs(TINY), plan_jobs(replace(TINY, dynamic=0.5))
+    assert [j.tx_ids for j in static] == [j.tx_ids for j in dynamic]
+    assert all(j.car_tx_ids == () for j in static)
+    assert all(len(j.car_tx_ids) == 2 and set(j.car_tx_ids) <= set(j.tx_ids) for j in dynamic)

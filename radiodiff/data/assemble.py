@@ -21,6 +21,7 @@ INDEX_SCHEMA = pa.schema(
         ("tx_id", pa.int32()),  # published RadioMapSeer Tx id (0..79)
         ("tx_row", pa.int32()),  # Tx pixel at the dataset's resolution
         ("tx_col", pa.int32()),
+        ("cars", pa.bool_()),  # a traffic sample: the map's cars are obstacles (its static twin: same Tx, False)
         ("file", pa.string()),  # gain array, relative to the dataset folder
         ("offset", pa.int64()),
         ("scene_file", pa.string()),  # buildings/cars array of the map
@@ -34,7 +35,9 @@ def assemble(shards: list[tuple[str, int, Path]], out_dir: Path) -> pd.DataFrame
 
     Per split: `{split}_gain.npy` `[N, H, W]` float32 in [0, 1], `{split}_los.npy` `[N, H, W]`
     uint8 (line of sight from the Tx) and `{split}_scenes.npy` `[M, 2, H, W]` uint8
-    (buildings, cars). Returns the index as a DataFrame.
+    (buildings 0/1; the map's cars as pixel coverage x 255: a sample sees them only when its
+    index row says `cars`).
+    Returns the index as a DataFrame.
     """
     rows = []
     with atomic_dir(out_dir) as tmp:
@@ -67,9 +70,10 @@ def _write_split(split: str, members: list[tuple[int, Path]], folder: Path) -> l
             count = len(shard["tx_ids"])
             arrays["gain"][offset:offset + count] = shard["gain"]
             arrays["los"][offset:offset + count] = shard["los"]
-            arrays["scenes"][scene_offset] = np.stack([shard["buildings"], shard["cars"]])
-            for k, (tx_id, (row, col)) in enumerate(zip(shard["tx_ids"], shard["tx"])):
-                rows.append((offset + k, split, map_id, int(tx_id), int(row), int(col),
+            # buildings 0/1; cars as their pixel coverage in steps of 1/255
+            arrays["scenes"][scene_offset] = np.stack([shard["buildings"], np.rint(255 * shard["cars"])])
+            for k, (tx_id, (row, col), cars) in enumerate(zip(shard["tx_ids"], shard["tx"], shard["with_cars"])):
+                rows.append((offset + k, split, map_id, int(tx_id), int(row), int(col), bool(cars),
                              f"{split}_gain.npy", offset + k, f"{split}_scenes.npy", scene_offset))
         offset += count
     for array in arrays.values():

@@ -55,7 +55,8 @@ def encode_condition(
     encodings: tuple[TxEncoding, ...],
     los: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The condition image `[3 + len(encodings), H, W]` float32 in [0, 1] for one sample.
+    """The condition image `[3 + len(encodings), H, W]` float32 in [0, 1] for one sample:
+    `buildings` `[H, W]` bool, `cars` `[H, W]` bool or float coverage in [0, 1].
 
     `los` may pass a precomputed `line_of_sight` mask (the dataset stores one per sample).
     """

@@ -16,7 +16,8 @@ class RadioMapDataset(torch.utils.data.Dataset):
     """Samples of one split of a `prepare` output folder.
 
     Item: dict with `gain` `[1, H, W]` float32 in [0, 1], `cond` `[3 + E, H, W]` float32
-    (see `radiodiff.data.conditions`), `map_id`, `tx_id`, `tx` `[2]` (row, col).
+    (see `radiodiff.data.conditions`; the cars channel is the map's car coverage per pixel on
+    a traffic sample, else zero), `map_id`, `tx_id`, `tx` `[2]` (row, col), `cars` (a traffic sample).
     Arrays are opened lazily in each process (memory-mapped), so DataLoader workers fork
     without copying them.
     """
@@ -48,15 +49,17 @@ class RadioMapDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> dict:
         row = self.index.iloc[item]
         arrays = self._open()
-        scene = arrays["scenes"][row.scene_offset] > 0
+        scene = arrays["scenes"][row.scene_offset]
         tx_row, tx_col = int(row.tx_row), int(row.tx_col)
-        cond = encode_condition(scene[0], scene[1], tx_row, tx_col, self.encodings, los=arrays["los"][row.offset] > 0)
+        cars = scene[1] / np.float32(255) if row.cars else np.zeros(scene.shape[1:], np.float32)
+        cond = encode_condition(scene[0] > 0, cars, tx_row, tx_col, self.encodings, los=arrays["los"][row.offset] > 0)
         return {
             "gain": torch.from_numpy(np.array(arrays["gain"][row.offset], dtype=np.float32))[None],
             "cond": torch.from_numpy(cond),
             "map_id": int(row.map_id),
             "tx_id": int(row.tx_id),
             "tx": torch.tensor([tx_row, tx_col]),
+            "cars": bool(row.cars),
         }
 
     def __getstate__(self) -> dict:

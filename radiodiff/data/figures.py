@@ -27,7 +27,7 @@ def sample_figure(dataset_dir: Path, *, split: str = "train", count: int = 4, se
     figure, axes = plt.subplots(2, len(picks), figsize=(2.6 * len(picks), 5.4), squeeze=False)
     for column, row in enumerate(picks.itertuples()):
         scene = scenes[row.scene_offset]
-        layout = np.where(scene[0] > 0, 0.35, 1.0) - 0.25 * (scene[1] > 0)
+        layout = np.where(scene[0] > 0, 0.35, 1.0) - 0.25 * (scene[1] > 0) * bool(row.cars)
         axes[0, column].imshow(layout, cmap="gray", vmin=0, vmax=1)
         axes[0, column].plot(row.tx_col, row.tx_row, marker="*", color="red", markersize=10)
         axes[0, column].set_title(f"map {row.map_id}, Tx {row.tx_id}", fontsize=9)

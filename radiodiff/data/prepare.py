@@ -4,6 +4,10 @@ Each map becomes one shard in a cache folder keyed by everything that shapes it,
 atomically; an interrupted run redoes only the maps whose shard is missing. `assemble`
 then writes the dataset proper: per split a memory-mappable `{split}_gain.npy` `[N, H, W]`
 and `{split}_scenes.npy` `[M, 2, H, W]` (buildings, cars), plus `index.parquet`.
+
+Traffic samples (`prepare.dynamic` > 0): a seeded share of each map's Tx is rendered a second
+time with the map's cars as obstacles. Such a sample is the static sample's twin: same map,
+same Tx, only the cars differ, so one model learns both and `evaluate` can pair them.
 """
 
 from __future__ import annotations
@@ -21,22 +25,24 @@ import pandas as pd
 from radiodiff.config import SOURCE_MAP_SIZE, PrepareConfig, TargetSource
 from radiodiff.data.conditions import line_of_sight
 from radiodiff.data.geometry import load_geometry
-from radiodiff.data.resample import downsample_gain, majority
+from radiodiff.data.resample import coverage, downsample_gain, majority
 from radiodiff.data.split import radiounet_split
 from radiodiff.data.targets import check_gain_files, radiomapseer_gray, simulated_gray
 from radiodiff.data.assemble import assemble
 from radiodiff.io import atomic_path, safe_child
 
-SHARD_FORMAT = 2  # bump when the shard layout or the target pipeline changes
+SHARD_FORMAT = 3  # bump when the shard layout or the target pipeline changes
 
 
 @dataclass(frozen=True)
 class MapJob:
-    """One map to turn into a shard: which Tx (published ids) and where they land."""
+    """One map to turn into a shard: which Tx (published ids), which of them also get a
+    traffic sample (`car_tx_ids`, a subset of `tx_ids`), and the split."""
 
     map_id: int
     split: str
     tx_ids: tuple[int, ...]
+    car_tx_ids: tuple[int, ...] = ()
 
 
 # A mapper runs `fn` over `items` and yields results as they finish; the Prefect flow passes
@@ -51,7 +57,9 @@ def serial_map(fn: Callable, items: list) -> Iterable:
 
 def plan_jobs(cfg: PrepareConfig) -> list[MapJob]:
     """Choose maps (RadioUNet split order) and, per map, `tx_per_map` seeded Tx sites whose
-    low-resolution pixel is free (so the Tx never lands on a downsampled building)."""
+    low-resolution pixel is free (so the Tx never lands on a downsampled building), and of
+    those `cars_per_map` for traffic samples (a separate seeded draw: the static choice does not
+    depend on `dynamic`)."""
     geometry = load_geometry()
     factor = SOURCE_MAP_SIZE // cfg.resolution
     jobs = []
@@ -61,8 +69,10 @@ def plan_jobs(cfg: PrepareConfig) -> list[MapJob]:
             low_buildings = majority(scene.buildings, factor)
             usable = [k for k in range(len(scene.tx_sites)) if not _low_res_blocked(scene.tx(k), low_buildings, factor)]
             rng = np.random.default_rng([cfg.seed, int(map_id)])
-            chosen = rng.choice(usable, size=min(cfg.tx_per_map, len(usable)), replace=False)
-            jobs.append(MapJob(int(map_id), split, tuple(sorted(int(k) for k in chosen))))
+            chosen = sorted(int(k) for k in rng.choice(usable, size=min(cfg.tx_per_map, len(usable)), replace=False))
+            car_rng = np.random.default_rng([cfg.seed, int(map_id), 1])
+            with_cars = car_rng.choice(chosen, size=min(cfg.cars_per_map, len(chosen)), replace=False)
+            jobs.append(MapJob(int(map_id), split, tuple(chosen), tuple(sorted(int(k) for k in with_cars))))
     return jobs
 
 
@@ -94,38 +104,50 @@ def shard_key(cfg: PrepareConfig) -> str:
 
 
 def build_shard(job: MapJob, cfg: PrepareConfig, cache_dir: Path) -> Path:
-    """Make (or reuse) the shard of one map: an `.npz` with `gain [K,H,W]` float32 in [0,1],
-    `los [K,H,W]` bool, `buildings`, `cars` `[H,W]` bool, `tx [K,2]` low-res pixels,
-    `tx_ids [K]`, `seconds` (target time)."""
+    """Make (or reuse) the shard of one map: an `.npz` with, per sample (the K static ones,
+    then the D traffic twins), `gain [K+D,H,W]` float32 in [0,1], `los [K+D,H,W]` bool,
+    `tx [K+D,2]` low-res pixels, `tx_ids [K+D]`, `with_cars [K+D]` bool; per map `buildings`,
+    `cars` `[H,W]` float32 (the share of each pixel the map's cars cover, used by the traffic
+    samples) and `seconds` (target time)."""
     path = shard_path(job, cache_dir)
     if path.is_file():
         return path
     scene = load_geometry().scene(job.map_id)
     factor = SOURCE_MAP_SIZE // cfg.resolution
-    tx_pixels = [scene.tx(k) for k in job.tx_ids]
+    tx_ids = list(job.tx_ids) + list(job.car_tx_ids)
+    with_cars = np.array([False] * len(job.tx_ids) + [True] * len(job.car_tx_ids))
     start = time.perf_counter()
-    if cfg.source is TargetSource.SIMULATE:
-        gray = simulated_gray(scene, tx_pixels, dynamic=cfg.dynamic)
-    else:
-        gray = radiomapseer_gray(Path(cfg.radiomapseer_dir), job.map_id, list(job.tx_ids), dynamic=cfg.dynamic)
+    gray = np.concatenate([_gray(scene, cfg, list(job.tx_ids), dynamic=False),
+                           _gray(scene, cfg, list(job.car_tx_ids), dynamic=True)])
     seconds = time.perf_counter() - start
     gain = downsample_gain(gray.astype(np.float32) / 255.0, scene.buildings, factor)
     low_buildings = majority(scene.buildings, factor)
-    low_tx = np.array(tx_pixels, dtype=np.int64) // factor
+    low_tx = np.array([scene.tx(k) for k in tx_ids], dtype=np.int64) // factor
     arrays = {
         "gain": gain,
-        # The LOS mask is the one costly condition encoding: computed once here, per sample.
+        # The LOS mask is the one costly condition encoding: computed once here, per sample
+        # (over the buildings only: cars are low obstacles, a traffic twin shares its LOS).
         "los": np.stack([line_of_sight(low_buildings, row, col) for row, col in low_tx]),
         "buildings": low_buildings,
-        "cars": majority(scene.cars, factor) if cfg.dynamic else np.zeros_like(gain[0], dtype=bool),
+        "cars": coverage(scene.cars, factor),
         "tx": low_tx,
-        "tx_ids": np.array(job.tx_ids, dtype=np.int64),
+        "tx_ids": np.array(tx_ids, dtype=np.int64),
+        "with_cars": with_cars,
         "seconds": np.float64(seconds),
     }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     return path
+
+
+def _gray(scene, cfg: PrepareConfig, tx_ids: list[int], *, dynamic: bool) -> np.ndarray:
+    """`[K, 256, 256]` uint8 targets of `tx_ids`, static or with the scene's cars."""
+    if not tx_ids:
+        return np.zeros((0, *scene.buildings.shape), np.uint8)
+    if cfg.source is TargetSource.SIMULATE:
+        return simulated_gray(scene, [scene.tx(k) for k in tx_ids], dynamic=dynamic)
+    return radiomapseer_gray(Path(cfg.radiomapseer_dir), scene.map_id, tx_ids, dynamic=dynamic)
 
 
 def build_shards(jobs: list[MapJob], cfg: PrepareConfig, cache_dir: Path) -> list[Path]:
@@ -142,7 +164,8 @@ def _chunks(jobs: list[MapJob], workers: int) -> list[list[MapJob]]:
 
 def shard_path(job: MapJob, cache_dir: Path) -> Path:
     """Where the shard of `job` lives; the name carries the map id and its Tx choice."""
-    digest = hashlib.sha256(",".join(map(str, job.tx_ids)).encode()).hexdigest()[:8]
+    choice = ",".join(map(str, job.tx_ids)) + "|" + ",".join(map(str, job.car_tx_ids))
+    digest = hashlib.sha256(choice.encode()).hexdigest()[:8]
     return safe_child(cache_dir, f"map{job.map_id:03d}_tx{digest}.npz")
 
 
@@ -151,8 +174,12 @@ def check_source(cfg: PrepareConfig) -> None:
     if cfg.source is TargetSource.RADIOMAPSEER:
         # Every gain file's header, here: a bad file found inside a fanned-out task would
         # surface as an orchestrator traceback (and a pointless retry) instead of one line.
-        wanted = [(job.map_id, tx_id) for job in plan_jobs(cfg) for tx_id in job.tx_ids]
-        check_gain_files(Path(cfg.radiomapseer_dir), wanted, dynamic=cfg.dynamic)
+        jobs = plan_jobs(cfg)
+        check_gain_files(Path(cfg.radiomapseer_dir), [(job.map_id, k) for job in jobs for k in job.tx_ids],
+                         dynamic=False)
+        traffic = [(job.map_id, k) for job in jobs for k in job.car_tx_ids]
+        if traffic:
+            check_gain_files(Path(cfg.radiomapseer_dir), traffic, dynamic=True)
 
 
 @dataclass(frozen=True)
@@ -188,8 +215,9 @@ def _metrics(index, jobs: list[MapJob], cache: Path, reused: int, seconds: float
     target_seconds = []
     for job in jobs:
         with np.load(shard_path(job, cache)) as shard:
-            target_seconds.append(float(shard["seconds"]) / len(job.tx_ids))
+            target_seconds.append(float(shard["seconds"]) / len(shard["tx_ids"]))
     metrics = {f"samples_{split}": int((index["split"] == split).sum()) for split in ("train", "val", "test")}
+    metrics["samples_with_cars"] = int(index["cars"].sum())
     metrics.update(
         maps=len(jobs),
         maps_reused=reused,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from radiodiff.config import PrepareConfig, SplitSizes
 
-CONFIG = PrepareConfig(maps=SplitSizes(train=3, val=1, test=1), tx_per_map=4, resolution=32, workers=1)
+CONFIG = PrepareConfig(maps=SplitSizes(train=3, val=1, test=1), tx_per_map=4, dynamic=0.5, resolution=32,
+                       workers=1)
 
 
 def log_simulations() -> None:
