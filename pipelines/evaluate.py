@@ -1,5 +1,6 @@
 """DVC stage `evaluate`: every method on the same test maps in one run (accuracy over seeds,
-speed side by side), the Flux headline against the paper's claim, plots and figures."""
+speed side by side), per scenario (tx_moved, traffic, new_layout), the Flux headline against
+the paper's claim, plots and figures."""
 
 from __future__ import annotations
 
@@ -23,35 +24,45 @@ REGISTRY_TAGS = ("flux_nmse", "flux_ssim", "flux_speedup_b1", "flux_nmse_loss", 
 
 def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_dir: Path, bank_dir: Path,
               device, precision):
-    """The served denoiser's toolkit (with its tuned tail) and the second objective's, on the
-    same maps, on `device` at `precision`; the second labels its Flux rows with its objective
-    (flux_kc_...)."""
+    """The served denoiser's toolkit (with its tuned tail), the second objective's on the same
+    maps (labelling its Flux rows with its objective: flux_kc_...), and the traffic pairs of the
+    same layouts (None without traffic samples), on `device` at `precision`."""
     import dataclasses
 
     from radiodiff.artifacts.denoiser import load_ldm, load_tail
     from radiodiff.data.dataset import RadioMapDataset
     from radiodiff.evaluation.methods import Toolkit
     from radiodiff.stages.bank import load_scenes
+    from radiodiff.evaluation.scenarios import chosen_layouts, select_traffic
     from radiodiff.stages.evaluate import select_maps
 
     files = ModelFiles(models_dir)
     model, _, condition = load_ldm(files.ldm, files.vae, device, precision)
-    maps = select_maps(RadioMapDataset(dataset_dir, "test", condition.encodings), cfg)
+    test = RadioMapDataset(dataset_dir, "test", condition.encodings)
+    maps = select_maps(test, cfg)
+    traffic = select_traffic(test, chosen_layouts(test.index, cfg.scenes), cfg.traffic_per_scene)
     tail = load_tail(files.flux_tail, files.ldm, model)
     exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
     kit = Toolkit(model, maps, flux, files.ldm, bank_dir, tail, exclude, condition.encodings)
     alt_model, alt_cfg, _ = load_ldm(files.ldm_alt, files.vae, device, precision)
     other = dataclasses.replace(kit, model=alt_model, ldm_path=files.ldm_alt, tail=None, banks={},
                                 label=alt_cfg.diffusion.prediction.value)
-    return kit, other
+    return kit, other, traffic
+
+
+PLOT_FILES = ("evaluate_tradeoff.csv", "evaluate_consistency.csv", "evaluate_table.json", "evaluate_scenarios.json",
+              "evaluate_new_layout.csv")
 
 
 def _write_plots(result) -> None:
-    """DVC plot data: the trade-off over methods, and similarity over t."""
+    """DVC plot data: the trade-off over methods, similarity over t, the tables (tx_moved, every
+    scenario) and the new-layout distance bands."""
     tradeoff = result.table[["method", "family", "t_mid", "tail_steps", "nmse", "ssim", "ms_per_map_b1"]]
     atomic_write_text(PLOTS_DIR / "evaluate_tradeoff.csv", tradeoff.to_csv(index=False))
     atomic_write_text(PLOTS_DIR / "evaluate_consistency.csv", result.consistency.to_csv(index=False))
     atomic_write_text(PLOTS_DIR / "evaluate_table.json", result.table.to_json(orient="records", indent=1))
+    atomic_write_text(PLOTS_DIR / "evaluate_scenarios.json", result.scenarios.to_json(orient="records", indent=1))
+    atomic_write_text(PLOTS_DIR / "evaluate_new_layout.csv", result.new_layout.to_csv(index=False))
 
 
 @flow(name="evaluate", validate_parameters=False)
@@ -65,7 +76,7 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
 
     device = devices.resolve_device(cfg.device)
     precision = devices.resolve_precision(cfg.precision, device)
-    kit, other = _toolkits(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir), device, precision)
+    kit, other, traffic = _toolkits(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir), device, precision)
     baseline, _ = load_baseline(ModelFiles(Path(models_dir)).baseline, device)
 
     def run_baseline(cond):
@@ -73,7 +84,7 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
             return predict_baseline(baseline, cond)
 
     with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
-        result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), other=other)
+        result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), other=other, traffic=traffic)
         per_method = {row["method"]: {k: row[k] for k in TABLE_COLUMNS}
                       for row in result.table.to_dict(orient="records")}
         run.log(result.headline)
@@ -82,13 +93,14 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
             run.log_figure(figure, name)
             save_figure(figure, name)
         _write_plots(result)
-        for name in ("evaluate_tradeoff.csv", "evaluate_consistency.csv", "evaluate_table.json"):
+        for name in PLOT_FILES:
             run.log_artifact(PLOTS_DIR / name, folder="evaluate")
         # The headline is the DVC metric (compact in `dvc metrics show` / `dvc exp show`); the
         # per-method table is plot data (plots/evaluate_table.json) and printed below.
         write_metrics("evaluate", result.headline)
         _register(flux, Path(models_dir), Path(bank_dir), int(kit.maps.cond.shape[-1]), result.headline)
     print(_table_text(result.table))
+    print(_scenario_text(result.scenarios))
     return result.headline
 
 
@@ -111,6 +123,19 @@ def _table_text(table) -> str:
                "speedup_batch"]
     return "evaluate (mean +- 95% CI over seeds; losses vs ddpm_full, negative = better):\n" + \
         shown[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+SCENARIO_COLUMNS = ("scenario", "method", "t_mid", "reuse_ratio", "unet_calls_per_map", "nmse", "rmse", "ssim",
+                    "psnr", "tx_response", "car_response", "ms_per_map_b1", "speedup_t100_b1", "speedup_b1",
+                    "speedup_vs_few_step_b1", "counts")
+
+
+def _scenario_text(scenarios) -> str:
+    """The per-scenario table as text: the served and compared rows of each scenario."""
+    shown = scenarios[[c for c in SCENARIO_COLUMNS if c in scenarios.columns]]
+    return ("evaluate by scenario (mean over seeds; speedups at batch 1 vs the T = 100 reference and the full "
+            "trajectory; a Flux row counts only where the reference follows the Tx (>= 0.8) and the cars (>= 0.5)):\n"
+            + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,22 @@ def tx_response_ratio(pred: torch.Tensor, target: torch.Tensor, scene_ids: Seque
     return float(sum(ratios) / len(ratios))
 
 
+def car_response_ratio(pred_cars: torch.Tensor, pred_static: torch.Tensor, true_cars: torch.Tensor,
+                       true_static: torch.Tensor) -> float:
+    """How much predictions move when only the vehicles change, relative to the truth.
+
+    Inputs are pairs `[P, 1, H, W]`: the same map and Tx with and without the cars. The ratio
+    is the root-mean-square change of the predictions over that of the truth, pooled over the
+    pairs (a single pair's change can be near zero): 1 for the truth itself, 0 for a model
+    that ignores the cars.
+    """
+    change_pred = (_flat(pred_cars) - _flat(pred_static)).pow(2).sum()
+    change_true = (_flat(true_cars) - _flat(true_static)).pow(2).sum()
+    if not change_true > 0:
+        raise ValueError("car_response_ratio needs pairs whose truth changes with the cars")
+    return float((change_pred / change_true).sqrt())
+
+
 def summarize(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """Mean NMSE, RMSE, SSIM and PSNR over a batch."""
     return {

@@ -12,6 +12,7 @@ from radiodiff.config import EvaluateConfig, FluxConfig, TailTuneConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.errors import UserError
 from radiodiff.evaluation.methods import Toolkit
+from radiodiff.evaluation.scenarios import select_traffic
 from radiodiff.artifacts.denoiser import load_ldm, load_tail, save_tail
 from radiodiff.artifacts.keys import bank_key
 from radiodiff.stages.bank import fill_bank, load_scenes
@@ -21,8 +22,8 @@ from tests.conftest import CONDITION, LOOP
 
 FLUX = FluxConfig(t_mids=(30, 10), t_mid=30, prefix_steps=2, tail_steps=1, seeds=(0, 1), batch_size=2,
                   nearest_max_distance=1.0, tail_tune=TailTuneConfig(batch_size=4, train=LOOP))
-EVALUATE = EvaluateConfig(scenes=1, tx_per_scene=4, ddim_steps=(1, 3), tail_steps=(1, 2), timing_maps=1,
-                          timing_repeats=1, consistency_steps=4)
+EVALUATE = EvaluateConfig(scenes=1, tx_per_scene=4, ddim_steps=(1, 3), tail_steps=(1, 2), reference_steps=10,
+                          traffic_per_scene=2, timing_maps=1, timing_repeats=1, consistency_steps=4)
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +73,19 @@ def test_tail_tuning_needs_the_train_midpoints(flux_setup, dataset, tmp_path):
 
 def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     model, ldm_path, bank_dir, _, _ = flux_setup
-    maps = select_maps(RadioMapDataset(dataset / "data", "test", CONDITION.encodings), EVALUATE)
+    test = RadioMapDataset(dataset / "data", "test", CONDITION.encodings)
+    maps = select_maps(test, EVALUATE)
     assert len(set(maps.maps)) == 1 and len(maps.maps) == 4
+    traffic = select_traffic(test, sorted(set(maps.maps)), EVALUATE.traffic_per_scene)
+    assert len(traffic.maps) == 4 and traffic.cond[:2, 2].eq(0).all() and traffic.cond[2:, 2].gt(0).any()
     kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None,
                   frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()), CONDITION.encodings)
-    result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", progress=False)
+    result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", traffic=traffic,
+                      progress=False)
     table = result.table.set_index("method")
-    expected = {"ddpm_full", "ddim_1", "ddim_3", "flux_t30_tail1", "flux_t30_tail2", "flux_t10_tail1",
-                "control_t30_tail1", "flux_nearest_t10_tail1", "flux_cell_t30_tail1", "baseline"}
+    expected = {"ddpm_full", "ddim_10", "ddim_1", "ddim_3", "flux_t30_tail1", "flux_t30_tail2", "flux_t10_tail1",
+                "control_t30_tail1", "flux_nearest_t10_tail1", "flux_nearest_any_t30_tail1", "flux_cell_t30_tail1",
+                "baseline"}
     assert expected <= set(table.index)
     assert table.loc["ddpm_full", "nmse_loss"] == 0 and table.loc["ddpm_full", "speedup_b1"] == pytest.approx(1)
     assert table.loc["baseline", "nmse_ci95"] == 0  # deterministic: identical over seeds
@@ -88,7 +94,30 @@ def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     assert table.loc["flux_nearest_t10_tail1", "bank_nearest"] == len(FLUX.seeds)
     assert result.consistency["t"].tolist() == [33, 16, 0, -1]  # the step each DDIM-4 step lands on
     assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "simulator_ms_per_map_b1"} <= set(result.headline)
-    assert set(result.figures) == {"evaluate_tradeoff.png", "evaluate_consistency.png", "evaluate_samples.png"}
+    assert set(result.figures) == {"evaluate_tradeoff.png", "evaluate_consistency.png", "evaluate_samples.png",
+                                   "evaluate_traffic.png", "evaluate_new_layout.png"}
+    # the paper's axis: R = 1 - t_mid / T of the 50-step toy process; the prefix's 2 calls saved of 3
+    assert table.loc["flux_t30_tail1", "reuse_ratio"] == pytest.approx(0.4)
+    assert table.loc["flux_t30_tail1", "reuse_calls"] == pytest.approx(2 / 3)
+    assert table.loc["control_t30_tail1", "reuse_calls"] == 0 and np.isnan(table.loc["ddim_3", "reuse_ratio"])
+    assert table.loc["ddim_10", "family"] == "reference"
+    scenarios = result.scenarios
+    assert set(scenarios["scenario"]) == {"tx_moved", "traffic", "new_layout"}
+    traffic_rows = scenarios[scenarios["scenario"] == "traffic"].set_index("method")
+    assert {"ddim_10", "ddim_1", "ddim_3", "flux_t30_tail1", "flux_t10_tail1", "control_t30_tail1",
+            "baseline"} == set(traffic_rows.index)
+    assert np.isfinite(traffic_rows["car_response"].to_numpy()).all()
+    # the baseline stand-in reads only the buildings channel: it cannot see the cars
+    assert traffic_rows.loc["baseline", "car_response"] == 0
+    flux_counts = scenarios["counts"][scenarios["family"].str.startswith("flux")]
+    assert set(flux_counts) == {result.headline["flux_counts"]} and scenarios["counts"][~scenarios["family"]
+                                                                                          .str.startswith("flux")].isna().all()
+    new_layout = scenarios[scenarios["scenario"] == "new_layout"]["method"].tolist()
+    assert {"flux_t30_tail1", "flux_nearest_t30_tail1", "flux_nearest_any_t30_tail1"} <= set(new_layout)
+    assert "flux_nearest_t30_tail1" not in set(scenarios[scenarios["scenario"] == "tx_moved"]["method"])
+    assert {"traffic_flux_car_response", "traffic_t100_car_response", "new_layout_maps",
+            "new_layout_cold_paths"} <= set(result.headline)
+    assert result.new_layout["maps"].sum() == len(maps.maps)
 
 
 def _table(flux_nmse_loss: float, full_tx_response: float) -> pd.DataFrame:
@@ -99,7 +128,8 @@ def _table(flux_nmse_loss: float, full_tx_response: float) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["method", "family", "unet_calls_per_map", "nmse", "tx_response",
                                         "nmse_loss", "ms_per_map_b1"])
     return table.assign(ssim=0.9, ssim_loss=0.001, nmse_loss_ci95=0.0, ssim_loss_ci95=0.0,
-                        speedup_b1=1000.0 / table["ms_per_map_b1"], speedup_batch=50.0)
+                        speedup_b1=1000.0 / table["ms_per_map_b1"], speedup_batch=50.0,
+                        speedup_t100_b1=100.0 / table["ms_per_map_b1"], reuse_ratio=0.4)
 
 
 @pytest.mark.parametrize("nmse_loss,tx_response,meets", [(0.01, 0.9, True), (0.03, 0.9, False), (0.01, 0.5, False)])

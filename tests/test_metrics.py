@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from radiodiff.metrics import nmse, psnr, rmse, ssim, summarize, tx_response_ratio
+from radiodiff.metrics import car_response_ratio, nmse, psnr, rmse, ssim, summarize, tx_response_ratio
 
 
 @pytest.fixture
@@ -64,3 +64,32 @@ def test_tx_response_ratio():
     assert 0.2 < tx_response_ratio(half, truth, scenes) < 0.8
     with pytest.raises(ValueError):
         tx_response_ratio(truth[:2], truth[:2], [0, 1])
+
+
+def test_car_response_ratio_is_one_on_the_truth_and_zero_for_a_model_that_ignores_cars():
+    generator = torch.Generator().manual_seed(2)
+    static = torch.rand(4, 1, 8, 8, generator=generator)
+    shadow = torch.zeros_like(static)
+    shadow[..., 2:4, 3:6] = 0.2  # the cars darken a few pixels of each map
+    cars = (static - shadow).clamp(min=0)
+    assert car_response_ratio(cars, static, cars, static) == pytest.approx(1.0)
+    blind = static + 0.01 * torch.rand(4, 1, 8, 8, generator=generator)  # any map, the same with and without cars
+    assert car_response_ratio(blind, blind, cars, static) == 0.0
+    assert car_response_ratio(static - shadow / 2, static, cars, static) == pytest.approx(0.5, rel=0.1)
+    with pytest.raises(ValueError, match="truth changes"):
+        car_response_ratio(cars, static, static, static)
+
+
+def test_traffic_scores_read_the_second_half_against_the_first():
+    from radiodiff.evaluation.methods import MapSet
+    from radiodiff.evaluation.scenarios import traffic_scores
+
+    generator = torch.Generator().manual_seed(3)
+    static = torch.rand(2, 1, 16, 16, generator=generator)
+    cars = static * 0.5
+    maps = MapSet(torch.zeros(4, 4, 16, 16), torch.cat([static, cars]), (0, 0, 0, 0))
+    truth = traffic_scores(maps.gain, maps)
+    assert truth["nmse"] == 0 and truth["car_response"] == pytest.approx(1.0)
+    assert truth["tx_response"] == pytest.approx(1.0)
+    blind = traffic_scores(torch.cat([static, static]), maps)
+    assert blind["car_response"] == 0 and blind["nmse"] > 0

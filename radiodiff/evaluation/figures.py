@@ -10,7 +10,8 @@ FAMILY_STYLE = {  # marker, colour
     "full": ("s", "black"), "ddim": ("o", "tab:blue"), "flux": ("^", "tab:orange"),
     "flux_tuned": ("v", "tab:red"), "flux_nearest": ("P", "tab:purple"), "control": ("x", "tab:gray"),
     "baseline": ("D", "tab:green"), "decoupled": ("h", "tab:cyan"), "flux_kc": ("<", "tab:olive"),
-    "flux_tuned_kc": (">", "tab:pink"), "control_kc": ("+", "tab:gray"),
+    "flux_tuned_kc": (">", "tab:pink"), "control_kc": ("+", "tab:gray"), "reference": ("*", "tab:brown"),
+    "flux_nearest_any": ("X", "plum"), "flux_cell": ("d", "gold"), "flux_cell_tuned": ("d", "darkgoldenrod"),
 }
 
 
@@ -70,4 +71,73 @@ def consistency_figure(rows: pd.DataFrame, time_range: tuple[float, float]):
     axis.set_title("Trajectories from one shared noise latent")
     axis.legend()
     figure.tight_layout()
+    return figure
+
+
+def new_layout_figure(distances: np.ndarray, own_nmse: np.ndarray, nearest_nmse: np.ndarray, bound: float):
+    """Per evaluated map: NMSE change of serving the nearest banked layout's midpoint instead of
+    the layout's own, against the layout-embedding distance to that neighbour; the serving
+    bound (`flux.nearest_max_distance`) as a vertical line, beyond which the cold path is taken."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    change = 100.0 * (nearest_nmse / np.maximum(own_nmse, 1e-12) - 1.0)
+    axis.scatter(distances, change, s=14, color="tab:purple", alpha=0.7)
+    axis.axvline(bound, color="black", linestyle="--", linewidth=1, label=f"bound {bound:g}: cold path beyond")
+    axis.axhline(0.0, color="gray", linewidth=0.8)
+    axis.set_xlabel("distance to the nearest banked layout (layout embedding, RMS)")
+    axis.set_ylabel("NMSE change vs own midpoint (%)")
+    axis.set_title("new_layout: where nearest-layout reuse holds")
+    axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def traffic_figure(static_truth: np.ndarray, cars_truth: np.ndarray, cars: np.ndarray,
+                   static_pred: dict[str, np.ndarray], cars_pred: dict[str, np.ndarray]):
+    """What the vehicles change, in truth and per method. Arrays `[B, H, W]` (gain in [0, 1];
+    `cars` bool): per row the cars, the truth with them, the truth's change (cars minus the
+    static twin), then per method its map with cars and its change. A model that ignores the
+    cars shows a blank change panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(cars_truth)
+    columns = 3 + 2 * len(cars_pred)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 1.9 * rows + 0.5), squeeze=False)
+    scale = max(float(np.abs(cars_truth - static_truth).max()), 1e-3)
+    for row in range(rows):
+        panels = [("cars", cars[row].astype(float), "gray_r", 0, 1), ("truth, cars", cars_truth[row], "viridis", 0, 1),
+                  ("truth change", cars_truth[row] - static_truth[row], "coolwarm", -scale, scale)]
+        for name in cars_pred:
+            panels.append((name, cars_pred[name][row], "viridis", 0, 1))
+            panels.append((f"{name} change", cars_pred[name][row] - static_pred[name][row], "coolwarm", -scale, scale))
+        for column, (name, image, cmap, low, high) in enumerate(panels):
+            axis = axes[row, column]
+            axis.imshow(image, cmap=cmap, vmin=low, vmax=high)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(name, fontsize=7)
+    figure.suptitle("traffic: cars added to a banked layout, same Tx (change = with cars - static twin)", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def no_data_figure(title: str, reason: str):
+    """A figure that states why a plot has no data (a DVC output must still exist)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 2))
+    axis.axis("off")
+    axis.set_title(title)
+    axis.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
     return figure

@@ -45,7 +45,8 @@ class Method:
     paid per query (a bank hit pays none of the prefix)."""
 
     name: str
-    family: str  # full | ddim | decoupled | flux | flux_tuned | flux_nearest | flux_cell | control | baseline,
+    family: str  # full | reference | ddim | decoupled | flux | flux_tuned | flux_nearest | flux_nearest_any |
+    # flux_cell | control | baseline,
     # the Flux families of a second model suffixed with its label (flux_kc, control_kc)
     run: RunFn
     unet_calls: int
@@ -93,15 +94,16 @@ class Toolkit:
 
 def from_noise(kit: Toolkit, model: LatentDiffusion, steps: int, *, family: str) -> Method:
     """`model`'s whole sampler (`steps` steps of its process) from the seeded start latent with
-    the full condition; the row is named `{family}_{steps}`, or `{sampler}_full` for the
-    reference trajectory (family `full`)."""
+    the full condition; the row is named `{family}_{steps}`, `{sampler}_full` for the full
+    trajectory (family `full`) and `{sampler}_{steps}` for the published reference (family
+    `reference`: RadioDiff's T = 100 steps)."""
     plan = full_plan(model.process, steps)
 
     def run(seed, rows):
         return stage2_decode(model, kit.start(seed, rows), kit.condition(rows), plan, generator=seeded_generator(seed))
 
-    name = f"{model.process.name}_full" if family == "full" else f"{family}_{steps}"
-    return Method(name, family, run, steps)
+    names = {"full": f"{model.process.name}_full", "reference": f"{model.process.name}_{steps}"}
+    return Method(names.get(family, f"{family}_{steps}"), family, run, steps)
 
 
 def flux_hit(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Method:
@@ -119,11 +121,14 @@ def flux_hit(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Metho
     return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps)
 
 
-def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Method:
+def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool, any_distance: bool = False) -> Method:
     """Stage 2 from the midpoint of the most similar *other* layout in the bank (an unseen
-    layout's path); a layout with none near enough computes its own stage 1 (a miss)."""
+    layout's path); a layout with none within `flux.nearest_max_distance` computes its own
+    stage 1 (a miss, the cold path). `any_distance` takes the nearest however far it is (family
+    `flux_nearest_any`): what serving would give without the bound, to show where reuse breaks."""
     plan = kit.plan(t_mid, tail_steps)
     counts = {"nearest": 0, "miss": 0}
+    bound = float("inf") if any_distance else kit.flux.nearest_max_distance
 
     def run(seed, rows):
         bank = kit.bank(t_mid)
@@ -132,15 +137,15 @@ def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> M
             scene = kit.maps.maps[row]
             if scene in by_scene:
                 continue
-            found = bank.nearest(layout_embedding(kit.maps.buildings([row])[0]), kit.flux.nearest_max_distance,
-                                 seed=seed, exclude=kit.exclude)
+            found = bank.nearest(layout_embedding(kit.maps.buildings([row])[0]), bound, seed=seed,
+                                 exclude=kit.exclude)
             counts["nearest" if found else "miss"] += 1
             own = torch.from_numpy(found[2]) if found else _own_midpoint(kit, seed, [row], plan)[0]
             by_scene[scene] = own.to(kit.model.device)
         midpoints = torch.stack([by_scene[kit.maps.maps[row]] for row in rows])
         return _stage2(kit, midpoints, rows, plan, kit.tail if tuned else None)
 
-    family = kit.family("flux_nearest")
+    family = kit.family("flux_nearest_any" if any_distance else "flux_nearest")
     return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps, stats=counts)
 
 
@@ -169,7 +174,7 @@ def flux_cell(kit: Toolkit, t_mid: int, tail_steps: int, *, cell_px: int, tuned:
 def _representative_condition(kit: Toolkit, row: int, cell: tuple[int, int], cell_px: int) -> torch.Tensor:
     """The full condition `[1, C, H, W]` of the free pixel nearest the centre of `cell`."""
     buildings = kit.maps.buildings([row])[0]
-    cars = kit.maps.cond[row, 2].numpy() > 0
+    cars = kit.maps.cond[row, 2].numpy()
     rows, cols = np.mgrid[0:cell_px, 0:cell_px]
     rows, cols = rows + cell[0] * cell_px, cols + cell[1] * cell_px
     free = ~buildings[rows, cols]
