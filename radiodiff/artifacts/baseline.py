@@ -1,11 +1,14 @@
-"""The supervised baseline's model file: build, save and load (onto a device)."""
+"""The supervised baseline's model file: build, save and load (onto a device), and its one pass."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from radiodiff.artifacts.files import Device, load_model_file, save_model
 from radiodiff.config import BaselineConfig, ConditionConfig
+from radiodiff.data.scaling import mask_buildings
 from radiodiff.models.baseline import SupervisedUNet
 from radiodiff.typed_yaml import build
 
@@ -32,3 +35,8 @@ def load_baseline(path: Path, device: Device = "cpu") -> tuple[SupervisedUNet, C
     model = build_baseline(cfg, condition.channels, device)
     model.load_state_dict(payload["state_dict"])
     return model.eval(), condition
+
+
+def predict_baseline(model: SupervisedUNet, cond: torch.Tensor) -> torch.Tensor:
+    """Gain `[B, 1, H, W]` in [0, 1] for conditions `[B, C, H, W]`, 0 on buildings."""
+    return mask_buildings(model(cond).float(), cond[:, 0])

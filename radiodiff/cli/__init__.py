@@ -14,13 +14,14 @@ from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT, RunFailure, User
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from radiodiff.cli import bank, predict, simulate, tune
+    from radiodiff.cli import bank, evaluate, predict, simulate, tune
 
     parser = argparse.ArgumentParser(prog="radiodiff", description="Radio maps by latent diffusion with midpoint reuse.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     simulate.add_parser(subparsers)
     bank.add_parser(subparsers)
     predict.add_parser(subparsers)
+    evaluate.add_parser(subparsers)
     tune.add_parser(subparsers)
     return parser
 

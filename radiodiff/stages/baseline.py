@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from radiodiff.artifacts.baseline import build_baseline
+from radiodiff.artifacts.baseline import build_baseline, predict_baseline
 from radiodiff.config import BaselineConfig, ConditionConfig
 from radiodiff.data.dataset import RadioMapDataset
-from radiodiff.data.scaling import mask_buildings
 from radiodiff.devices import device_name, module_device, resolve_device
 from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.models.baseline import SupervisedUNet
@@ -28,11 +27,6 @@ from radiodiff.training.rng import seeded_init
 
 KIND = "baseline"  # names its resume folders
 EVAL_BATCH = 64
-
-
-def predict_baseline(model: SupervisedUNet, cond: torch.Tensor) -> torch.Tensor:
-    """Gain `[B, 1, H, W]` in [0, 1] for conditions `[B, C, H, W]`, 0 on buildings."""
-    return mask_buildings(model(cond).float(), cond[:, 0])
 
 
 @dataclass(frozen=True)

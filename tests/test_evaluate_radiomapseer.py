@@ -1,0 +1,180 @@
+"""`radiodiff evaluate --radiomapseer DIR` on a RadioMapSeer-format folder that the simulator writes.
+
+The folder holds real RadioMapSeer layouts, cars and Tx sites with gain maps from our own
+simulator in the dataset's conventions, so the simulator row must score exactly 0 and any
+reading mistake (a Tx in the wrong coordinate order, a mis-resized target) shows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from radiodiff.artifacts.baseline import build_baseline, save_baseline
+from radiodiff.artifacts.denoiser import build_unet, save_ldm
+from radiodiff.artifacts.vae import build_vae, save_vae
+from radiodiff.cli import main
+from radiodiff.config import BaselineConfig, ConditionConfig, DiffusionConfig, LDMConfig, UNetConfig, VAEConfig
+from radiodiff.data.geometry import load_geometry
+from radiodiff.evaluation.radiomapseer import score_maps
+from radiodiff.sim import CitySimulator
+
+RES = 32
+MAPS = (11, 23)  # two real layouts
+TX_IDS = (0, 1)
+CONDITION = ConditionConfig()
+LDM_CFG = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
+                    diffusion=DiffusionConfig(num_steps=50), sample_steps=2)
+
+
+def _save_png(path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """png/buildings_complete, png/cars, gain/DPM (both maps), gain/carsDPM (first map) and
+    antenna/{map}.json as [x, y] = (column, row), as the published dataset lays them out."""
+    root = tmp_path_factory.mktemp("radiomapseer")
+    geometry = load_geometry()
+    for index, map_id in enumerate(MAPS):
+        scene = geometry.scene(map_id)
+        _save_png(root / "png" / "buildings_complete" / f"{map_id}.png", scene.buildings * 255)
+        _save_png(root / "png" / "cars" / f"{map_id}.png", scene.cars * 255)
+        sites = [[int(col), int(row)] for row, col in scene.tx_sites]
+        (root / "antenna").mkdir(exist_ok=True)
+        (root / "antenna" / f"{map_id}.json").write_text(json.dumps(sites))
+        static = CitySimulator(scene.buildings)
+        for tx_id in TX_IDS:
+            _save_png(root / "gain" / "DPM" / f"{map_id}_{tx_id}.png", static.gain_gray(*scene.tx(tx_id)))
+        if index == 0:
+            with_cars = CitySimulator(scene.buildings, cars=scene.cars)
+            for tx_id in TX_IDS:
+                _save_png(root / "gain" / "carsDPM" / f"{map_id}_{tx_id}.png", with_cars.gain_gray(*scene.tx(tx_id)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Toy vae.pt, ldm.pt and baseline.pt (weights randomised) and a params file for them."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    vae_cfg = VAEConfig(base_channels=4, channel_mults=(1, 2, 4))
+    vae = build_vae(vae_cfg).eval()
+    save_vae(root / "models" / "vae.pt", vae, vae_cfg, scale_factor=1.0)
+    unet = build_unet(LDM_CFG, CONDITION.channels, vae.latent_channels).eval()
+    with torch.no_grad():
+        for param in unet.parameters():  # the zero-initialised head would make every map the same
+            param.add_(0.1 * torch.randn(param.shape))
+    save_ldm(root / "models" / "ldm.pt", unet, LDM_CFG, CONDITION, root / "models" / "vae.pt")
+    baseline_cfg = BaselineConfig(base_channels=4, channel_mults=(1, 2), num_res_blocks=1)
+    save_baseline(root / "models" / "baseline.pt", build_baseline(baseline_cfg, CONDITION.channels), baseline_cfg,
+                  CONDITION)
+    params = {"prepare": {"resolution": RES}, "ldm": {"sample_steps": 2},
+              "flux": {"t_mids": [30], "t_mid": 30, "prefix_steps": 2, "tail_steps": 2, "seeds": [0]}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def _args(models, folder, *extra: str) -> list[str]:
+    return ["evaluate", "--radiomapseer", str(folder), "--models", str(models / "models"),
+            "--params", str(models / "params.yaml"), "--threads", "1", *extra]
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if re.match(r"^(flux|ddim_\d+|baseline|simulator) ", line)}
+
+
+def test_every_method_is_scored_and_the_simulator_reproduces_its_own_maps(models, folder, tmp_path, capsys,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no plots/evaluate_table.json here: DDIM steps come from params
+    out = tmp_path / "scores.json"
+    assert main(_args(models, folder, "--out", str(out))) == 0
+    captured = capsys.readouterr()
+    rows = _rows(captured.out)
+    assert set(rows) == {"flux", "ddim_2", "baseline", "simulator"}
+    assert rows["flux"][4] == "4"  # the cold path: 2 prefix + 2 tail calls
+    last = captured.out.strip().splitlines()[-1]
+    match = re.fullmatch(r"NMSE (\d+\.\d{4}) RMSE (\d+\.\d{4}) \(4 maps, flux\)", last)
+    assert match and float(match[1]) > 0
+    written = json.loads(out.read_text())
+    assert written["gain"] == "DPM" and written["resolution"] == RES
+    by_method = {row["method"]: row for row in written["rows"]}
+    assert by_method["simulator"]["nmse"] == pytest.approx(0.0, abs=1e-12)
+    assert by_method["flux"]["nmse"] == pytest.approx(float(match[1]), abs=1e-4)
+    assert all(row["maps"] == 4 for row in written["rows"])
+    assert "evaluate: 4 maps of 2 layouts" in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]  # no bank, nothing else written
+
+
+def test_cars_maps_and_a_chosen_subset(models, folder, capsys):
+    assert main(_args(models, folder, "--gain", "carsDPM", "--maps", str(MAPS[0]), "--tx-per-map", "1",
+                      "--ddim-steps", "1")) == 0
+    out = capsys.readouterr().out
+    assert set(_rows(out)) == {"flux", "ddim_1", "baseline", "simulator"}
+    assert _rows(out)["simulator"][0] == "0.0000"
+    assert out.strip().endswith("(1 maps, flux)")
+
+
+def test_sites_from_antennas_csv_as_the_geometry_copy_has_them(models, folder, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    lines = ["map_id,tx_id,row,col"]
+    for map_id in MAPS:
+        sites = json.loads((copy / "antenna" / f"{map_id}.json").read_text())
+        lines += [f"{map_id},{k},{row},{col}" for k, (col, row) in enumerate(sites)]
+    shutil.rmtree(copy / "antenna")
+    (copy / "antennas.csv").write_text("\n".join(lines) + "\n")
+    assert main(_args(models, copy, "--no-simulator", "--tx-per-map", "1")) == 0
+    assert set(_rows(capsys.readouterr().out)) == {"flux", "ddim_2", "baseline"}
+
+
+def _without(folder, tmp_path, relative: str):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    target = copy / relative
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return copy
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m, f, t: _args(m, t / "absent"), "RadioMapSeer folder not found"),
+    (lambda m, f, t: _args(m, _without(f, t, "gain")), "no gain folder"),
+    (lambda m, f, t: _args(m, _without(f, t, "png/buildings_complete/11.png")), "file not found"),
+    (lambda m, f, t: _args(m, _without(f, t, "antenna/23.json")), "missing Tx sites"),
+    (lambda m, f, t: _args(m, f, "--maps", "99"), "no gain maps of map(s) 99"),
+    (lambda m, f, t: _args(m, f, "--antenna-order", "rowcol"), "--antenna-order xy"),
+    (lambda m, f, t: _args(m, f, "--ddim-steps", "0"), "--ddim-steps must be >= 1"),
+    (lambda m, f, t: _args(m, f, "--out", str(t / "scores.csv")), "--out must be a .json file"),
+    (lambda m, f, t: _args(m, f) + ["--models", str(t / "nowhere")], "model file not found"),
+], ids=["no-folder", "no-gain", "missing-layout", "missing-sites", "unknown-map", "wrong-order", "zero-steps",
+        "not-json", "no-models"])
+def test_a_bad_folder_or_flag_is_one_error_line_and_exit_2(models, folder, tmp_path, capsys, change, message):
+    assert main(change(models, folder, tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("error:")]) == 1 and message in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_nmse_is_mse_over_the_truth_energy_per_map_and_free_pixels_exclude_buildings():
+    target = np.full((2, 4, 4), 0.5, np.float32)
+    buildings = np.zeros((2, 4, 4), bool)
+    buildings[:, 0] = True
+    target[:, 0] = 0.0  # buildings hold 0 in the truth
+    pred = target.copy()
+    pred[1] *= 2.0  # map 1 off by its own value on free pixels: NMSE 1 there
+    pred[:, 0] = 0.3  # a model that leaks gain onto buildings is charged on all pixels only
+    scores = score_maps(pred, target, buildings)
+    assert scores["nmse_free"] == pytest.approx(0.5)
+    assert scores["nmse"] > scores["nmse_free"]
+    assert scores["rmse_free"] == pytest.approx(0.25)
+    assert score_maps(target, target, buildings)["nmse"] == 0.0
