@@ -28,7 +28,7 @@ from radiodiff.bank.embedding import GRID
 from radiodiff.config import SOURCE_MAP_SIZE, ConditionConfig, FluxConfig
 from radiodiff.data.conditions import encode_condition
 from radiodiff.data.layout import resolve_tx, validate_mask
-from radiodiff.data.resample import coverage, majority
+from radiodiff.data.resample import coverage, majority, upsample_gain
 from radiodiff.devices import resolve_device, resolve_precision
 from radiodiff.errors import UserError
 from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
@@ -42,11 +42,20 @@ EXTRA_SEED_BASE = 1000  # sample k >= len(flux.seeds) uses seed 1000 + k (never 
 class Query:
     """One request at the model's resolution: `buildings` `[H, W]` bool, `cars` `[H, W]` float32
     (the share of each pixel covered by vehicles), `tx` the (row, col) pixel of the transmitter
-    on a free pixel of `buildings`."""
+    on a free pixel of `buildings`. `source_bits` is the 256 x 256 layout it came from, bit-packed
+    (8 KiB), so that the answer can be returned on the user's own grid (`at_layout_resolution`)."""
 
     buildings: np.ndarray
     tx: tuple[int, int]
     cars: np.ndarray
+    source_bits: np.ndarray | None = None
+
+    @property
+    def source_buildings(self) -> np.ndarray:
+        """The 256 x 256 layout `[256, 256]` bool of the query."""
+        if self.source_bits is None:
+            raise ValueError("this query was built without its source layout (use prepare_query)")
+        return np.unpackbits(self.source_bits, axis=-1).astype(bool)
 
 
 def layout_scene_id(buildings: np.ndarray) -> int:
@@ -80,7 +89,14 @@ def prepare_query(buildings_256: np.ndarray, tx_256: tuple[int, int], cars_256: 
     except UserError:
         raise UserError(f"Tx ({tx_256[0]}, {tx_256[1]}) falls inside a building at the model's {resolution}x"
                         f"{resolution} resolution ({factor} m pixels), with no free pixel within 2 px") from None
-    return Query(buildings=low_buildings, tx=low_tx, cars=coverage(cars, factor))
+    return Query(buildings=low_buildings, tx=low_tx, cars=coverage(cars, factor),
+                 source_bits=np.packbits(buildings, axis=-1))
+
+
+def at_layout_resolution(gain: np.ndarray, queries: Sequence[Query]) -> np.ndarray:
+    """Model-grid maps `[Q, H, W]` of `queries` on their layouts' 256 x 256 grid `[Q, 256, 256]`
+    float32 in [0, 1]: bilinear between model pixels, exactly 0 on buildings (`upsample_gain`)."""
+    return np.stack([upsample_gain(map_, query.source_buildings) for map_, query in zip(gain, queries)])
 
 
 class FluxPredictor:

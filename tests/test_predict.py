@@ -29,6 +29,7 @@ from radiodiff.config import (
 from radiodiff.artifacts.denoiser import build_unet, save_ldm, save_tail
 from radiodiff.artifacts.keys import bank_key
 from radiodiff.artifacts.vae import build_vae, save_vae
+from radiodiff.data.resample import upsample_gain
 from radiodiff.errors import UserError
 from radiodiff.serve import FluxPredictor, layout_scene_id, prepare_query
 
@@ -209,6 +210,36 @@ def test_cli_writes_maps_and_reports_the_bank(models, tmp_path, capsys):
                      "--samples", "3", "--uncertainty", str(spread))) == 0
     assert "3 samples, bank: none" in capsys.readouterr().out
     assert np.asarray(Image.open(spread)).shape == (RES, RES)
+
+
+def test_a_cars_query_is_served_from_the_static_layouts_midpoint(models, tmp_path, capsys):
+    cars = np.zeros((256, 256), dtype=bool)
+    cars[16:24, 100:140] = True
+    out, bank = tmp_path / "gain.png", str(tmp_path / "bank")
+    assert main(_cli(models, tmp_path, "--out", str(out), "--bank", bank)) == 0
+    static = np.asarray(Image.open(out))
+    assert "bank: miss" in capsys.readouterr().out
+    assert main(_cli(models, tmp_path, "--out", str(out), "--bank", bank,
+                     "--cars", _png(tmp_path / "cars.png", cars))) == 0
+    assert "bank: hit" in capsys.readouterr().out  # the scene id is the buildings' alone
+    assert not np.array_equal(np.asarray(Image.open(out)), static)  # the tail saw the cars
+
+
+def test_full_resolution_writes_the_layouts_grid_with_buildings_exactly_zero(models, tmp_path, capsys):
+    low, full = tmp_path / "low.png", tmp_path / "full.png"
+    assert main(_cli(models, tmp_path, "--out", str(low))) == 0
+    assert main(_cli(models, tmp_path, "--out", str(full), "--full-resolution")) == 0
+    assert "(256x256, 1 sample" in capsys.readouterr().out
+    low_gray = np.asarray(Image.open(low), dtype=np.float64)
+    full_gray = np.asarray(Image.open(full), dtype=np.float64)
+    assert full_gray.shape == (256, 256) and (full_gray[LAYOUT] == 0).all() and full_gray[~LAYOUT].min() > 0
+    # The model's own map, interpolated: within the two 8-bit roundings of the PNGs.
+    assert np.abs(255.0 * upsample_gain(low_gray / 255.0, LAYOUT) - full_gray).max() <= 1.01
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"buildings": "buildings.png", "tx": [20, 20]}\n')
+    assert main(["predict", "--queries", str(queries), "--out", str(tmp_path / "maps"), "--full-resolution",
+                 "--models", str(models / "models"), "--params", str(models / "params.yaml")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "maps" / "00000.png")), full_gray.astype(np.uint8))
 
 
 def _gray_png(path) -> str:

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from radiodiff.config import FluxConfig
+from radiodiff.data.resample import upsample_gain
 from radiodiff.errors import UserError
 from radiodiff.tracking.registry import FluxPyfunc
 from radiodiff.tracking.request import parse_request
@@ -275,3 +276,8 @@ def test_served_model_answers_like_radiodiff_predict_and_refuses_bad_requests(
     assert 400 <= status < 500 and "holds 4 maps; at most 2 per request" in body["message"]
     status, body = _post(url + "/invocations", good)  # the server survived and still answers the same
     assert status == 200 and np.allclose(np.asarray(body["predictions"]), served, atol=1e-6)
+    status, body = _post(url + "/invocations", {**good, "params": {"full_resolution": True}})
+    assert status == 200
+    full = np.asarray(body["predictions"], dtype=np.float64)
+    assert full.shape == (2, SIDE, SIDE) and (full[:, buildings] == 0).all()
+    assert np.allclose(full[0], upsample_gain(served[0].astype(np.float32), buildings), atol=1e-5)

@@ -1,12 +1,15 @@
 """`radiodiff predict`: a radio map from the trained diffusion model, served RadioDiff-Flux style.
 
     radiodiff predict --buildings FILE.png --tx ROW COL --out FILE.png [--cars FILE.png]
-                      [--bank PATH] [--samples K] [--uncertainty FILE.png]
+                      [--full-resolution] [--bank PATH] [--samples K] [--uncertainty FILE.png]
                       [--models DIR] [--params FILE] [--threads N] [--device auto|cpu|cuda|cuda:N]
     radiodiff predict --queries FILE.jsonl --out DIR [--bank PATH] [--samples K] ...
 
 Inputs are RadioMapSeer-style masks (256 x 256 binary PNG, 255 = building or car) and the Tx
-pixel on them. The output is an 8-bit gray PNG at the model's resolution (gray = 255 * gain).
+pixel on them. The output is an 8-bit gray PNG at the model's resolution (gray = 255 * gain),
+or with --full-resolution on the layout's own 256 x 256 grid (the model's map interpolated
+between its pixels, buildings exactly 0), which is what a next tool on the input grid expects.
+A --cars query is served from the static layout's midpoint: only the tail sees the vehicles.
 With --bank, the layout's stage-1 midpoint comes from the bank (or is computed and added to
 it); --samples K averages K seeds, and --uncertainty writes their per-pixel spread
 (255 = std 0.5). --queries answers many queries in one process, one by one as a server
@@ -47,6 +50,8 @@ def add_parser(subparsers) -> None:
                         help="many queries, one JSON object a line, instead of --buildings/--tx/--cars")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.png|DIR",
                         help="output gain PNG (with --queries: output folder, created if missing)")
+    parser.add_argument("--full-resolution", action="store_true",
+                        help="write 256x256 maps on the layout's grid instead of the model's resolution")
     parser.add_argument("--bank", type=Path, metavar="PATH", help="midpoint bank directory (default: no bank)")
     parser.add_argument("--samples", type=int, default=1, metavar="K", help="seeds averaged (default 1)")
     parser.add_argument("--uncertainty", type=Path, metavar="FILE.png",
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from radiodiff.cli.queries import read_queries
     from radiodiff.config import load_params
     from radiodiff.data.layout import read_mask_png
-    from radiodiff.serve import FluxPredictor, prepare_query
+    from radiodiff.serve import FluxPredictor, at_layout_resolution, prepare_query
 
     _check_options(args)
     import torch
@@ -88,13 +93,16 @@ def run(args: argparse.Namespace) -> int:
         return _answer_each(predictor, queries, args)
     start = time.perf_counter()
     gain, std, stats = predictor.predict(queries, samples=args.samples)  # host arrays: the device is done
+    if args.full_resolution:
+        gain = at_layout_resolution(gain, queries)
+        std = None if std is None else at_layout_resolution(std, queries)
     elapsed_ms = (time.perf_counter() - start) * 1e3
     _write_png(args.out, np.rint(gain[0] * 255.0))
     written = str(args.out)
     if args.uncertainty is not None:
         _write_png(args.uncertainty, np.rint(np.clip(std[0] / STD_FULL_SCALE, 0.0, 1.0) * 255.0))
         written += f" and {args.uncertainty}"
-    side = predictor.resolution
+    side = gain.shape[-1]
     plural = "" if args.samples == 1 else "s"
     print(f"wrote {written} ({side}x{side}, {args.samples} sample{plural}, "
           f"bank: {_bank_outcome(stats, args.bank is not None)}, {elapsed_ms:.0f} ms on {predictor.device})")
@@ -104,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
 def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
     """Answer `queries` one at a time, as a server would (a miss stored in the bank serves the
     queries after it), writing the gain of query i to `--out`/i.png (zero-padded) atomically."""
+    from radiodiff.serve import at_layout_resolution
+
     args.out.mkdir(exist_ok=True)
     digits = max(5, len(str(len(queries) - 1)))
     totals = Counter()
@@ -111,10 +121,12 @@ def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
     for i, query in enumerate(queries):
         start = time.perf_counter()
         gain, _, stats = predictor.predict([query], samples=args.samples)
+        if args.full_resolution:
+            gain = at_layout_resolution(gain, [query])
         seconds.append(time.perf_counter() - start)
         totals.update(stats)
         _write_png(args.out / f"{i:0{digits}d}.png", np.rint(gain[0] * 255.0))
-    side = predictor.resolution
+    side = gain.shape[-1]
     plural = "" if args.samples == 1 else "s"
     bank = "none" if args.bank is None else ", ".join(
         f"{totals[name]} {word}" for name, word in (("bank_hits", "hit"), ("bank_nearest", "nearest"),

@@ -1,4 +1,4 @@
-"""Block downsampling of 256 m maps to the model's resolution."""
+"""Block downsampling of 256 m maps to the model's resolution, and the way back for outputs."""
 
 from __future__ import annotations
 
@@ -40,3 +40,43 @@ def downsample_gain(gain: np.ndarray, buildings: np.ndarray, factor: int) -> np.
     count = _blocks(free, factor).sum(axis=(-2, -1))
     mean = summed / np.maximum(count, 1.0)
     return np.where(majority(buildings, factor), 0.0, mean).astype(np.float32)
+
+
+def upsample_gain(gain: np.ndarray, buildings: np.ndarray) -> np.ndarray:
+    """A model-grid gain map back on its layout's grid: `[h, w]` -> `[H, W]` float32 in [0, 1],
+    exactly 0 on the pixels of `buildings` (`[H, W]` bool, H a multiple of h).
+
+    Bilinear between the centres of the model's pixels (a pixel of 4 m covers 4 x 4 source
+    pixels, its value sits at their centre), weighted by the model grid's free pixels so that a
+    street next to a wall is not darkened by the wall's zeros (the inverse of `downsample_gain`'s
+    free-pixel average). Where all four neighbours are buildings, the nearest model pixel's value.
+    """
+    height, width = buildings.shape
+    factor = height // gain.shape[0]
+    if height % gain.shape[0] or width != gain.shape[1] * factor:
+        raise ValueError(f"a {gain.shape} map does not tile a {buildings.shape} layout")
+    free_low = ~majority(buildings, factor)
+    rows = _bilinear_axis(height, gain.shape[0])
+    cols = _bilinear_axis(width, gain.shape[1])
+    weighted = _interpolate(gain.astype(np.float64) * free_low, rows, cols)
+    weight = _interpolate(free_low.astype(np.float64), rows, cols)
+    nearest = np.repeat(np.repeat(gain, factor, axis=0), factor, axis=1)
+    full = np.where(weight > 1e-9, weighted / np.maximum(weight, 1e-9), nearest)
+    full[buildings] = 0.0
+    return np.clip(full, 0.0, 1.0).astype(np.float32)
+
+
+def _bilinear_axis(size: int, low: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of `size` output positions: the two model pixels around it and the second's weight."""
+    position = np.clip((np.arange(size) + 0.5) * low / size - 0.5, 0.0, low - 1.0)
+    first = np.floor(position).astype(np.int64)
+    second = np.minimum(first + 1, low - 1)
+    return first, second, position - first
+
+
+def _interpolate(values: np.ndarray, rows, cols) -> np.ndarray:
+    """Separable bilinear interpolation of `[h, w]` at the (row, col) positions of `_bilinear_axis`."""
+    r0, r1, rw = rows
+    c0, c1, cw = cols
+    along_rows = values[r0] * (1.0 - rw)[:, None] + values[r1] * rw[:, None]
+    return along_rows[:, c0] * (1.0 - cw)[None, :] + along_rows[:, c1] * cw[None, :]

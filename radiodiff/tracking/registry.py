@@ -4,6 +4,8 @@
 midpoint bank): rows of `buildings` `[256, 256]`, `tx` (row, col) and optional `cars` in, gain
 maps `[N, R, R]` float32 in [0, 1] out (R = the model's resolution; gain = RadioMapSeer
 gray / 255, exactly what `radiodiff predict` writes to its PNG before rounding to 8 bits).
+The inference param `full_resolution` (default false) returns `[N, 256, 256]` on the request's
+own grid instead, as `radiodiff predict --full-resolution` writes it.
 Requests are checked by `request.parse_request` before any model code runs.
 
 `register_flux_model` logs it in the active run with models-from-code (`flux_model.py`: no
@@ -28,7 +30,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
+from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from radiodiff.config import SOURCE_MAP_SIZE, FluxConfig
 from radiodiff.errors import UserError
@@ -78,15 +80,18 @@ class FluxPyfunc(mlflow.pyfunc.PythonModel):
     # MLflow's column schema hands over a DataFrame; a DataFrame hint also tells MLflow not to
     # derive a second signature from the hint.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
-        """Gain maps `[N, R, R]` float32 in [0, 1] of the request's N maps (see `request.py`).
-        A bad request is an MlflowException (HTTP 400 when served) naming the map and field."""
+        """Gain maps `[N, R, R]` float32 in [0, 1] of the request's N maps (see `request.py`);
+        `[N, 256, 256]` with params `{"full_resolution": true}`. A bad request is an
+        MlflowException (HTTP 400 when served) naming the map and field."""
+        from radiodiff.serve import at_layout_resolution
+
         try:
             queries = [self._query(i, m) for i, m in enumerate(parse_request(model_input, max_rows=self._max_rows))]
         except UserError as exc:
             raise MlflowException(f"bad request: {exc}", error_code=INVALID_PARAMETER_VALUE) from None
         with self._lock:
             gain, _, _ = self._predictor.predict(queries)
-        return gain
+        return at_layout_resolution(gain, queries) if (params or {}).get("full_resolution") else gain
 
     def _query(self, index: int, request: MapRequest) -> Query:
         """The model-resolution query of one checked map; a Tx it cannot place names the map."""
@@ -121,8 +126,9 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def flux_signature(resolution: int) -> ModelSignature:
-    """Inputs as columns (one row per map) and the output as a tensor `[N, R, R]` float32.
+def flux_signature() -> ModelSignature:
+    """Inputs as columns (one row per map), the output as a tensor `[N, side, side]` float32
+    (side R, or 256 with the boolean param `full_resolution`).
 
     Columns, not tensors, for the inputs: a TensorSpec cannot be optional (cars) and would make
     Python callers match its dtype exactly. Array columns do not carry the 256 x 256 shape:
@@ -131,8 +137,9 @@ def flux_signature(resolution: int) -> ModelSignature:
     grid = Array(Array(DataType.double))
     inputs = Schema([ColSpec(grid, "buildings"), ColSpec(Array(DataType.long), "tx"),
                      ColSpec(grid, "cars", required=False)])
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, resolution, resolution), "gain")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1), "gain")])
+    params = ParamSchema([ParamSpec("full_resolution", DataType.boolean, False)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def example_request() -> dict[str, Any]:
@@ -181,7 +188,7 @@ def register_flux_model(*, ldm_path: Path, vae_path: Path, flux: FluxConfig, res
     info = mlflow.pyfunc.log_model(
         name=LOGGED_NAME, python_model=str(ENTRY), artifacts=artifacts,
         model_config={"flux": plain(flux), "resolution": int(resolution), "max_rows": int(max_rows)},
-        signature=flux_signature(resolution), input_example=example_request(),
+        signature=flux_signature(), input_example=example_request(),
         pip_requirements=pinned_requirements(), registered_model_name=name)
     version = int(info.registered_model_version)
     version_tags = {"model_hash": model_hash(Path(ldm_path)), "tail": str("tail" in artifacts).lower(),
