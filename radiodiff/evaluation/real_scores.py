@@ -5,8 +5,9 @@ the same way (`radiomapseer.score_maps`):
 
 - `flux`: the served RadioDiff-Flux sampler (`serve.FluxPredictor`, its configured tail) on the
   cold path, with no bank: a real folder's layouts are not in the pipeline's bank, and a run of
-  this command must not add to the DVC-tracked one. A bank hit would give the same map for
-  the layout's own midpoint, so the quality is the served quality; the calls are the cold ones.
+  this command must not add to the DVC-tracked one. A banked midpoint of the layout is the same
+  computation from another noise draw, so the quality is the served quality; the network calls
+  reported are the cold path's (prefix + tail), a bank hit pays the tail only.
 - `ddim_<N>`: the denoiser's own sampler over the whole time range, N steps, seeded noise.
 - `baseline`: the supervised UNet of `train_baseline`, one pass (when its file exists).
 - `simulator`: our dominant-path simulator on the 256 x 256 masks, area-averaged like the
