@@ -119,8 +119,9 @@ def _shards(cache: Path) -> dict[str, tuple[int, int, bytes]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in cache.glob("*/*.npz")}
 
 
-def _simulated(driver: Driver) -> list[int]:
-    return [int(line.split()[-1]) for line in driver.lines if line.startswith("simulate map ")]
+def _simulated(driver: Driver, kind: str = "static") -> list[int]:
+    """Map ids simulated by the driver, static maps or (kind "cars") their traffic twins."""
+    return [int(line.split()[-1]) for line in driver.lines if line.startswith(f"simulate {kind} map ")]
 
 
 def test_prepare_killed_twice_redoes_only_unfinished_maps_and_matches_an_uninterrupted_run(dataset, tmp_path):
@@ -139,6 +140,7 @@ def test_prepare_killed_twice_redoes_only_unfinished_maps_and_matches_an_uninter
     assert second.finish(check=False) == KILLED
     simulated = _simulated(second)
     assert len(simulated) == len(set(simulated)) == 5 - len(kept)  # only the unfinished maps, once each
+    assert sorted(_simulated(second, "cars")) == sorted(simulated)  # every map has traffic twins: once each too
     assert not {int(name[3:6]) for name in kept} & set(simulated)
     assert {name: _shards(cache)[name] for name in kept} == kept  # finished shards untouched
     assert not out.exists() and list(tmp_path.glob(".data.*.tmp"))  # killed inside assemble, nothing published

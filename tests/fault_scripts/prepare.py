@@ -1,4 +1,4 @@
-"""Driver: `run_prepare` on the tiny config, printing "simulate map N" before each map it simulates.
+"""Driver: `run_prepare` on the tiny config, printing "simulate static|cars map N" before each simulation of a map.
 
     python tests/fault_scripts/prepare.py OUT CACHE [--die-in-assemble]
 
@@ -24,9 +24,10 @@ def log_simulations() -> None:
 
     simulate = prepare.simulated_gray
 
-    def logged(scene, *args, **kwargs):
-        print(f"simulate map {scene.map_id}", flush=True)
-        return simulate(scene, *args, **kwargs)
+    def logged(scene, *args, dynamic: bool, **kwargs):
+        # one line per map and kind: a map with traffic twins is simulated static and with cars
+        print(f"simulate {'cars' if dynamic else 'static'} map {scene.map_id}", flush=True)
+        return simulate(scene, *args, dynamic=dynamic, **kwargs)
 
     prepare.simulated_gray = logged
 
