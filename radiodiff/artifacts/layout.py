@@ -47,6 +47,16 @@ class ModelFiles:
         """The denoiser fine-tuned on the Flux tail."""
         return self.folder / "flux_tail.pt"
 
+    def served(self) -> ModelFiles:
+        """These files, checked to hold what serving needs (denoiser and VAE): a UserError
+        saying how to make them otherwise."""
+        from radiodiff.errors import UserError
+
+        for path in (self.ldm, self.vae):
+            if not path.is_file():
+                raise UserError(f"model file not found: {path} (run `dvc repro` first to train the models)")
+        return self
+
     def all(self) -> dict[str, Path]:
         """Every model file by name."""
         return {name: getattr(self, name) for name in ("vae", "ldm", "ldm_alt", "baseline", "flux_tail")}

@@ -24,7 +24,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from radiodiff.artifacts.layout import MODELS, PLOTS_DIR
+from radiodiff.artifacts.layout import MODELS, PLOTS_DIR, ModelFiles
 from radiodiff.errors import UserError
 
 EVALUATE_TABLE = PLOTS_DIR / "evaluate_table.json"  # written by the evaluate stage
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)  # an entry point: the library never sets thread counts
     params = load_params(args.params)
-    files = _model_files(args.models)
+    files = ModelFiles(args.models).served()
     resolution = params.prepare.resolution
     real = load_real_maps(args.radiomapseer, resolution, maps=args.maps, tx_per_map=args.tx_per_map,
                           gain_folder=args.gain, antenna_order=args.antenna_order)
@@ -121,17 +121,6 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UserError(f"--out must be a .json file, got {args.out}")
         if not args.out.parent.is_dir():
             raise UserError(f"--out: folder {args.out.parent} does not exist")
-
-
-def _model_files(models: Path):
-    """The model files in `models`, or a UserError saying how to make the denoiser and VAE."""
-    from radiodiff.artifacts.layout import ModelFiles
-
-    files = ModelFiles(models)
-    for path in (files.ldm, files.vae):
-        if not path.is_file():
-            raise UserError(f"model file not found: {path} (run `dvc repro` first to train the models)")
-    return files
 
 
 def _ddim_steps(wanted: int | None, params, num_steps: int) -> tuple[int, str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiodiff.artifacts.layout import MODELS
+from radiodiff.artifacts.layout import MODELS, ModelFiles
 from radiodiff.errors import UserError
 
 STD_FULL_SCALE = 0.5  # the largest std of values in [0, 1]: written as gray 255
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cars = None if args.cars is None else read_mask_png(args.cars)
         queries = [prepare_query(read_mask_png(args.buildings), tuple(args.tx), cars, params.prepare.resolution)]
-    files = _model_files(args.models)
+    files = ModelFiles(args.models).served()
     predictor = FluxPredictor.from_files(ldm_path=files.ldm, vae_path=files.vae, flux=params.flux,
                                          resolution=params.prepare.resolution, tail_path=files.flux_tail,
                                          bank_dir=args.bank, device=args.device)
@@ -176,17 +176,6 @@ def _check_batch_options(args: argparse.Namespace) -> None:
         raise UserError(f"--out: with --queries it is an output folder, and {args.out} is a file")
     if not args.out.parent.is_dir():
         raise UserError(f"--out: folder {args.out.parent} does not exist")
-
-
-def _model_files(models: Path):
-    """The model files in `models`, or a UserError saying how to make the denoiser and VAE."""
-    from radiodiff.artifacts.layout import ModelFiles
-
-    files = ModelFiles(models)
-    for path in (files.ldm, files.vae):
-        if not path.is_file():
-            raise UserError(f"model file not found: {path} (run `dvc repro` first to train the models)")
-    return files
 
 
 def _bank_outcome(stats: dict, has_bank: bool) -> str:
