@@ -52,12 +52,19 @@ class ScheduleKind(enum.Enum):
 class Prediction(enum.Enum):
     """The diffusion objective: what the network predicts. EPS, V and X0 live on a discrete
     noise schedule; KC is RadioDiff's decoupled objective on continuous time (two heads, C
-    and the noise). `radiodiff.diffusion.make_process` turns one into its process."""
+    and the noise); FLOW is rectified-flow matching on continuous time (the straight path's
+    velocity). `radiodiff.diffusion.make_process` turns one into its process."""
 
     EPS = "eps"
     V = "v"
     X0 = "x0"
     KC = "kc"
+    FLOW = "flow"
+
+    @property
+    def on_schedule(self) -> bool:
+        """Whether the objective lives on a discrete noise schedule (eps, v, x0)."""
+        return self in (Prediction.EPS, Prediction.V, Prediction.X0)
 
 
 class Preconditioning(enum.Enum):

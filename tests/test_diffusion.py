@@ -29,7 +29,7 @@ from radiodiff.diffusion import (
 from radiodiff.options import SamplerKind
 
 KINDS = list(ScheduleKind)
-PREDICTIONS = [p for p in Prediction if p is not Prediction.KC]  # KC has its own tests (test_decoupled.py)
+PREDICTIONS = [p for p in Prediction if p.on_schedule]  # kc and flow have their own (test_decoupled.py, test_flow.py)
 # schedule_fingerprint of the linear 1000-step schedule; a change orphans existing banks.
 PINNED_LINEAR_1000 = "98dff562063ff23c"
 

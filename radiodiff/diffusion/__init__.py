@@ -11,6 +11,7 @@ from radiodiff.diffusion.decoupled import (
     sample_times,
 )
 from radiodiff.diffusion.discrete import CLEAN, DiscreteProcess
+from radiodiff.diffusion.flow import FlowMatchingProcess, euler_step, flow_velocity, q_sample_flow
 from radiodiff.diffusion.losses import diffusion_loss, drop_condition_channels, q_sample, sample_timesteps
 from radiodiff.diffusion.prediction import prediction_target, split_prediction
 from radiodiff.diffusion.process import DiffusionProcess, make_process
@@ -36,6 +37,7 @@ __all__ = [
     "DecoupledProcess",
     "DiffusionProcess",
     "DiscreteProcess",
+    "FlowMatchingProcess",
     "NoiseSchedule",
     "Preconditioning",
     "Prediction",
@@ -49,6 +51,8 @@ __all__ = [
     "decoupled_times",
     "diffusion_loss",
     "drop_condition_channels",
+    "euler_step",
+    "flow_velocity",
     "guided_denoise_fn",
     "linear_betas",
     "make_process",
@@ -57,6 +61,7 @@ __all__ = [
     "prediction_target",
     "q_sample",
     "q_sample_decoupled",
+    "q_sample_flow",
     "sample_loop",
     "sample_loop_progressive",
     "sample_times",

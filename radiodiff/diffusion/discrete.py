@@ -51,8 +51,8 @@ class DiscreteProcess:
     end_time = CLEAN
 
     def __post_init__(self) -> None:
-        if self.prediction is Prediction.KC:
-            raise ValueError("prediction kc is the decoupled objective: use DecoupledProcess")
+        if not self.prediction.on_schedule:
+            raise ValueError(f"prediction {self.prediction.value} is a continuous-time objective: use make_process")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
 

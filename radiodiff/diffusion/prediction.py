@@ -1,9 +1,9 @@
-"""What the network predicts (eps, v, x0 or KC) and the conversions between eps, v and x0.
+"""What the network predicts (eps, v, x0, KC or flow) and the conversions between eps, v and x0.
 
 Symbols: x_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps with ab = alpha_bar_t = alphas_cumprod[t];
-v = sqrt(ab) * eps - sqrt(1 - ab) * x0 (Salimans & Ho's velocity). KC is RadioDiff's decoupled
-objective on continuous time (`radiodiff.diffusion.decoupled`); the discrete-schedule
-conversions here refuse it.
+v = sqrt(ab) * eps - sqrt(1 - ab) * x0 (Salimans & Ho's velocity). KC (RadioDiff's decoupled
+objective, `radiodiff.diffusion.decoupled`) and flow matching (`radiodiff.diffusion.flow`) live
+on continuous time; the discrete-schedule conversions here refuse them.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from radiodiff.options import Prediction
 
 
 def _require_discrete(prediction: Prediction) -> None:
-    if prediction is Prediction.KC:
+    if not prediction.on_schedule:
         raise ValueError(
             f"prediction {prediction.value!r} is a continuous-time objective with no discrete-schedule "
-            "target; use radiodiff.diffusion.decoupled"
+            "target; use its process (radiodiff.diffusion.make_process)"
         )
 
 

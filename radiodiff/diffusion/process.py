@@ -3,7 +3,7 @@
 A process owns its kind of time and everything that depends on it; nothing above
 `radiodiff.diffusion` asks which objective it holds. Times run from `start_time` (pure
 noise) to `end_time` (the clean latent): integer steps of a noise schedule (T-1 .. -1) for
-eps / v / x0, continuous t in [1, 0] for the decoupled KC objective.
+eps / v / x0, continuous t in [1, 0] for the decoupled KC objective and for flow matching.
 
 - sampling: `timesteps(N, start, end)` is a grid of N + 1 times (one network call at each
   but the last); `step(output, t, t_prev, x_t, generator=)` moves x_t to t_prev and returns a
@@ -29,6 +29,7 @@ import torch
 
 from radiodiff.diffusion.decoupled import DecoupledProcess
 from radiodiff.diffusion.discrete import DiscreteProcess
+from radiodiff.diffusion.flow import FlowMatchingProcess
 from radiodiff.diffusion.sampling import StepOutput
 from radiodiff.diffusion.schedule import make_schedule
 from radiodiff.options import Prediction
@@ -82,7 +83,9 @@ class DiffusionProcess(Protocol):
 
 def make_process(cfg: DiffusionConfig) -> DiffusionProcess:
     """The process of params' `diffusion` section: its objective on its schedule (or on
-    continuous time for kc), with the deterministic sampler (eta 0)."""
+    continuous time for kc and flow), with the deterministic sampler (eta 0, Euler for flow)."""
     if cfg.prediction is Prediction.KC:
         return DecoupledProcess(num_train_steps=cfg.num_steps, preconditioning=cfg.preconditioning)
+    if cfg.prediction is Prediction.FLOW:
+        return FlowMatchingProcess(num_train_steps=cfg.num_steps)
     return DiscreteProcess(make_schedule(cfg.schedule, cfg.num_steps), cfg.prediction)

@@ -13,6 +13,8 @@ move a Tx-free midpoint to that Tx's map. The copy only ever runs the tail.
 A decoupled (kc) model has the same construction on continuous time: z_mid = (1 - t_mid) x0
 + sqrt(t_mid) n_hat gives n_hat, the path is x_t = (1 - t) x0 + sqrt(t) n_hat (its eta = 0
 sampler's path), and the heads are trained towards C = -x0 and n_hat with RadioDiff's loss.
+Flow matching likewise: z_mid = (1 - t_mid) x0 + t_mid n_hat, the path x_t = (1 - t) x0 + t n_hat
+(its Euler sampler's), the velocity target n_hat - x0.
 """
 
 from __future__ import annotations
