@@ -10,7 +10,7 @@ Rows:
   samples/s, peak memory, and model FLOP utilisation (FLOPs counted by torch's FLOP counter
   on one forward + backward, against the device's dense bf16 peak where it is known).
 - sample_*: ms/map and maps/s at batch 1 and 64 (the samplers at the profile's resolution:
-  Flux stage 2 with tail 1 and 5, DDIM-1/5/20, decoupled-1/5, the baseline), bf16 autocast,
+  Flux stage 2 with tail 1 and 5, DDIM-1/5/20, decoupled-1/5, flow-1/2, the baseline), bf16 autocast,
   the device synchronised before each clock read; `nmse_bf16_vs_fp32` is the NMSE of the
   bf16 maps against the fp32 maps of the same seeds and weights.
 `--smoke` uses the default profile's small networks at 64 x 64 with tiny batches: a check that
@@ -182,6 +182,9 @@ def sampling_rows(models: dict[str, LatentDiffusion], baseline, params: Params, 
         for steps in (1, 5):
             methods[f"decoupled_{steps}"] = (lambda m, n=steps: generate(m, cond, steps=n, generator=seeded_generator(0)),
                                              "kc")
+        for steps in (1, 2):  # flow matching's few-step Euler sampler
+            methods[f"flow_{steps}"] = (lambda m, n=steps: generate(m, cond, steps=n, generator=seeded_generator(0)),
+                                        "flow")
         for name, (run, kind) in methods.items():
             fp32 = models[kind].with_precision(Precision.FP32)
             bf16 = models[kind].with_precision(devices.resolve_precision(Precision.BF16, device))
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         latents = torch.cat([vae.encode(g.to(device) * 2 - 1).mode().float().cpu() for g in batch["gain"].split(8)])
     scale = 1.0 / float(latents.std())
     models = {}
-    for kind in (Prediction.V, Prediction.KC):
+    for kind in (Prediction.V, Prediction.KC, Prediction.FLOW):
         cfg: LDMConfig = dataclasses.replace(params.ldm, diffusion=dataclasses.replace(params.ldm.diffusion,
                                                                                        prediction=kind))
         unet = build_unet(cfg, channels, vae.latent_channels, device).train()

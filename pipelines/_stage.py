@@ -100,17 +100,19 @@ def rank_flow(flow: Any) -> Callable[..., Any]:
     return flow if distributed.is_main() else flow.fn
 
 
-def publish_training(run: Any, stage: str, *, metrics: dict, figure: Any, figure_name: str, model_path: Path,
+def publish_training(run: Any, stage: str | None, *, metrics: dict, figure: Any, figure_name: str, model_path: Path,
                      model_name: str, model_view: Any, example: Any) -> None:
-    """What every training stage publishes: metrics (MLflow + `metrics/{stage}.json`), its figure
-    (MLflow + `plots/`), the model file as a checkpoint artifact, and an MLflow model with a
-    signature inferred from `example`."""
+    """What every training stage publishes: metrics (MLflow + `metrics/{stage}.json`, unless
+    `stage` is None: a stage that trains several models writes one file for all), its figure
+    (MLflow + `plots/{figure_name}`), the model file as a checkpoint artifact, and an MLflow
+    model with a signature inferred from `example`."""
     run.log(metrics)
-    run.log_figure(figure, figure_name)
+    run.log_figure(figure, Path(figure_name).name)  # the run's own: no folder needed inside it
     save_figure(figure, figure_name)
     run.log_artifact(model_path, folder="checkpoint")
     run.log_model(model_view, model_name, example)
-    write_metrics(stage, metrics)
+    if stage is not None:
+        write_metrics(stage, metrics)
 
 
 def task_runner(workers: int, scheduler_address: str | None = None):
@@ -144,8 +146,8 @@ def prefect_map(fn: Callable, items: list) -> Iterable:
         yield future.result()
 
 
-def write_metrics(name: str, metrics: dict[str, float]) -> Path:
-    """Write `metrics/{name}.json` (DVC metrics) atomically."""
+def write_metrics(name: str, metrics: dict) -> Path:
+    """Write `metrics/{name}.json` (DVC metrics; values or one level of named groups) atomically."""
     path = safe_child(METRICS_DIR, f"{name}.json")
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return path

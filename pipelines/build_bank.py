@@ -14,7 +14,7 @@ from radiodiff import tracking
 from radiodiff.artifacts.layout import BANK_DIR, DATASET_DIR, MODELS, ModelFiles
 from radiodiff.config import FluxConfig
 
-# The second objective's model (train_ldm_alt) is evaluated but not tail-tuned: it needs the
+# The other objectives' models (train_ldm_alt) are evaluated but not tail-tuned: they need the
 # midpoints of the test layouts only.
 ALT_SPLITS = ("test",)
 
@@ -68,10 +68,10 @@ def _bank_bytes(bank_dir: Path) -> int:
 
 
 @flow(name="build_bank", validate_parameters=False)
-def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models_dir: str = str(MODELS.folder),
-                    bank_dir: str = str(BANK_DIR)) -> dict:
+def build_bank_flow(cfg: FluxConfig, alternatives: tuple[str, ...] = (), dataset_dir: str = str(DATASET_DIR),
+                    models_dir: str = str(MODELS.folder), bank_dir: str = str(BANK_DIR)) -> dict:
     """Fan chunks of scenes out over the task runner, for the served denoiser (`cfg.splits`) and
-    the second objective's (`ALT_SPLITS`); log bank size, build time and the bank."""
+    each of the `alternatives` objectives' (`ALT_SPLITS`); log bank size, build time and the bank."""
     from radiodiff.artifacts.denoiser import load_ldm
     from radiodiff.devices import device_name, resolve_device
     from radiodiff.stages.bank import bank_summary
@@ -79,7 +79,7 @@ def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models
     device = resolve_device(cfg.device)  # checked here, once, before any worker starts
     files = ModelFiles(Path(models_dir))
     vae_path = files.vae
-    jobs = [(files.ldm, tuple(cfg.splits)), (files.ldm_alt, ALT_SPLITS)]
+    jobs = [(files.ldm, tuple(cfg.splits))] + [(files.alternative(name), ALT_SPLITS) for name in alternatives]
     models = [load_ldm(path, vae_path)[0] for path, _ in jobs]  # fails fast, as one line, on missing models
     with tracking.stage_run("build_bank", {"flux": cfg}) as run:
         started = time.perf_counter()
@@ -89,7 +89,8 @@ def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models
         entries = [int(bank_summary(model, path, Path(bank_dir), cfg)["entries"].sum())
                    for model, (path, _) in zip(models, jobs)]
         metrics = {"scenes": sum(len(c.rows) for c in chunks if c.ldm_path == str(jobs[0][0])),
-                   "entries_written": written, "entries": entries[0], "entries_alt": entries[1],
+                   "entries_written": written, "entries": entries[0],
+                   **{f"entries_{name}": count for name, count in zip(alternatives, entries[1:])},
                    "bank_mb": _bank_bytes(Path(bank_dir)) / 1e6, "build_seconds": time.perf_counter() - started,
                    "device": device_name(device)}
         run.log(metrics)
@@ -101,7 +102,8 @@ def build_bank_flow(cfg: FluxConfig, dataset_dir: str = str(DATASET_DIR), models
 def main(argv: list[str] | None = None) -> int:
     def body(params) -> None:
         runner = task_runner(params.flux.workers, params.dask.address)
-        build_bank_flow.with_options(task_runner=runner)(params.flux)
+        alternatives = tuple(p.value for p in params.ldm_alt.predictions)
+        build_bank_flow.with_options(task_runner=runner)(params.flux, alternatives)
 
     return stage_main(argv, __doc__, body)
 

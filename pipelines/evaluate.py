@@ -22,11 +22,12 @@ REGISTRY_TAGS = ("flux_nmse", "flux_ssim", "flux_speedup_b1", "flux_nmse_loss", 
                  "baseline_nmse", "flux_meets_claim")
 
 
-def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_dir: Path, bank_dir: Path,
-              device, precision):
-    """The served denoiser's toolkit (with its tuned tail), the second objective's on the same
-    maps (labelling its Flux rows with its objective: flux_kc_...), and the traffic pairs of the
-    same layouts (None without traffic samples), on `device` at `precision`."""
+def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ...], dataset_dir: Path,
+              models_dir: Path, bank_dir: Path, device, precision):
+    """The served denoiser's toolkit (with its tuned tail), each of the `alternatives`
+    objectives' on the same maps (labelling its Flux rows with its objective: flux_kc_...,
+    flux_flow_...), and the traffic pairs of the same layouts (None without traffic samples),
+    on `device` at `precision`."""
     import dataclasses
 
     from radiodiff.artifacts.denoiser import load_ldm, load_tail
@@ -44,10 +45,17 @@ def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: Path, models_d
     tail = load_tail(files.flux_tail, files.ldm, model)
     exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
     kit = Toolkit(model, maps, flux, files.ldm, bank_dir, tail, exclude, condition.encodings)
-    alt_model, alt_cfg, _ = load_ldm(files.ldm_alt, files.vae, device, precision)
-    other = dataclasses.replace(kit, model=alt_model, ldm_path=files.ldm_alt, tail=None, banks={},
-                                label=alt_cfg.diffusion.prediction.value)
-    return kit, other, traffic
+    others = []
+    for name in alternatives:
+        path = files.alternative(name)
+        alt_model, alt_cfg, _ = load_ldm(path, files.vae, device, precision)
+        if alt_cfg.diffusion.prediction.value != name:
+            from radiodiff.errors import UserError
+
+            raise UserError(f"{path} was trained on {alt_cfg.diffusion.prediction.value}, not {name}: "
+                            "run `dvc repro train_ldm_alt`")
+        others.append(dataclasses.replace(kit, model=alt_model, ldm_path=path, tail=None, banks={}, label=name))
+    return kit, tuple(others), traffic
 
 
 PLOT_FILES = ("evaluate_tradeoff.csv", "evaluate_consistency.csv", "evaluate_table.json", "evaluate_scenarios.json",
@@ -66,8 +74,9 @@ def _write_plots(result) -> None:
 
 
 @flow(name="evaluate", validate_parameters=False)
-def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(DATASET_DIR),
-                  models_dir: str = str(MODELS.folder), bank_dir: str = str(BANK_DIR)) -> dict:
+def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ...] = (),
+                  dataset_dir: str = str(DATASET_DIR), models_dir: str = str(MODELS.folder),
+                  bank_dir: str = str(BANK_DIR)) -> dict:
     """Evaluate, then write metrics/evaluate.json, the plot data and figures; log all to MLflow."""
     from radiodiff import devices
     from radiodiff.artifacts.baseline import load_baseline
@@ -76,7 +85,8 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
 
     device = devices.resolve_device(cfg.device)
     precision = devices.resolve_precision(cfg.precision, device)
-    kit, other, traffic = _toolkits(flux, cfg, Path(dataset_dir), Path(models_dir), Path(bank_dir), device, precision)
+    kit, others, traffic = _toolkits(flux, cfg, tuple(alternatives), Path(dataset_dir), Path(models_dir),
+                                     Path(bank_dir), device, precision)
     baseline, _ = load_baseline(ModelFiles(Path(models_dir)).baseline, device)
 
     def run_baseline(cond):
@@ -84,7 +94,7 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, dataset_dir: str = str(
             return predict_baseline(baseline, cond)
 
     with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
-        result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), other=other, traffic=traffic)
+        result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), others=others, traffic=traffic)
         per_method = {row["method"]: {k: row[k] for k in TABLE_COLUMNS}
                       for row in result.table.to_dict(orient="records")}
         run.log(result.headline)
@@ -139,7 +149,8 @@ def _scenario_text(scenarios) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, lambda params: evaluate_flow(params.flux, params.evaluate))
+    return stage_main(argv, __doc__, lambda params: evaluate_flow(
+        params.flux, params.evaluate, tuple(p.value for p in params.ldm_alt.predictions)))
 
 
 if __name__ == "__main__":

@@ -19,19 +19,26 @@ from radiodiff.training import distributed
 @flow(name="train_ldm", validate_parameters=False)
 def train_ldm_flow(cfg: LDMConfig, condition: ConditionConfig, dataset_dir: str = str(DATASET_DIR),
                    vae_path: str = str(MODELS.vae), model_path: str = str(MODELS.ldm),
-                   work_dir: str = str(RUNS_DIR), stage: str = "train_ldm") -> dict:
-    """Train, save the EMA denoiser, and log curves, metrics, samples and model to MLflow
-    (`stage` names the run, the metrics file and the figure: train_ldm or train_ldm_alt).
-    Every DDP rank trains; rank 0 alone tracks and writes."""
+                   work_dir: str = str(RUNS_DIR), stage: str = "train_ldm", objective: str | None = None) -> dict:
+    """Train, save the EMA denoiser, and log curves, metrics, samples and model to MLflow.
+
+    `stage` names the run, the metrics file and the figure (train_ldm: `metrics/train_ldm.json`,
+    `plots/ldm_samples.png`). An alternative `objective` (kc, flow) of train_ldm_alt is the run
+    `{stage}_{objective}` (tag `objective`), with its figure in `plots/ldm_alt/{objective}_samples.png`;
+    it leaves the metrics file to its stage, which writes all objectives' in one. Every DDP
+    rank trains; rank 0 alone tracks and writes."""
     is_main = distributed.is_main()
-    with tracking.stage_run(stage, {"ldm": cfg, "condition": condition}, enabled=is_main) as run:
+    named = {} if objective is None else {"name": f"{stage}_{objective}", "tags": {"objective": objective}}
+    with tracking.stage_run(stage, {"ldm": cfg, "condition": condition}, enabled=is_main, **named) as run:
         result = train_ldm(cfg, condition, dataset_dir=Path(dataset_dir), vae_path=Path(vae_path),
                            work_dir=Path(work_dir), log=run.log, progress=is_main)
         if is_main:
             save_ldm(Path(model_path), result.model.unet, cfg, condition, Path(vae_path))
-            publish_training(run, stage, metrics=result.metrics, figure=result.figure,
-                             figure_name=f"{stage.removeprefix('train_')}_samples.png", model_path=Path(model_path),
-                             model_name="ldm_sampler", model_view=SampleRadioMap(result.model, cfg.sample_steps),
+            short = stage.removeprefix("train_")
+            publish_training(run, None if objective else stage, metrics=result.metrics, figure=result.figure,
+                             figure_name=f"{short}/{objective}_samples.png" if objective else f"{short}_samples.png",
+                             model_path=Path(model_path), model_name="ldm_sampler",
+                             model_view=SampleRadioMap(result.model, cfg.sample_steps),
                              example=example_sample(Path(dataset_dir), condition.encodings)["cond"])
     return result.metrics
 

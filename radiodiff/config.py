@@ -142,7 +142,7 @@ class DiffusionConfig:
 
     schedule: ScheduleKind = ScheduleKind.LINEAR
     num_steps: int = 1000
-    prediction: Prediction = Prediction.V  # kc: RadioDiff's decoupled objective (continuous t, two heads)
+    prediction: Prediction = Prediction.V  # kc: RadioDiff's decoupled objective; flow: rectified flow (both continuous t)
     preconditioning: Preconditioning = Preconditioning.MMSE  # of the two heads, for kc only
     # num_steps is T: the schedule's length, and the unit of every t_mid in params (kc reads t_mid / T)
 
@@ -166,18 +166,22 @@ class LDMConfig:
 
 
 @dataclass(frozen=True)
-class SecondLDMConfig:
-    """`train_ldm_alt`: the same denoiser, data and budget as `ldm` but trained on another
-    objective, so `evaluate` compares both on the same maps (e.g. v with DDIM against
-    RadioDiff's decoupled kc with its own sampler)."""
+class AlternativeObjectivesConfig:
+    """`train_ldm_alt`: the same denoiser, data and budget as `ldm` trained once more on each
+    other objective, so `evaluate` compares them all on the same maps (v with DDIM against
+    RadioDiff's decoupled kc with its sampler and flow matching with Euler steps)."""
 
-    prediction: Prediction = Prediction.KC
+    predictions: tuple[Prediction, ...] = (Prediction.KC, Prediction.FLOW)
 
-    def derive(self, ldm: LDMConfig) -> LDMConfig:
-        """`ldm` with this prediction (the network's heads follow the objective)."""
-        if self.prediction is ldm.diffusion.prediction:
-            raise ValueError(f"ldm_alt.prediction must differ from ldm's ({self.prediction.value})")
-        return replace(ldm, diffusion=replace(ldm.diffusion, prediction=self.prediction))
+    def derive(self, ldm: LDMConfig) -> dict[Prediction, LDMConfig]:
+        """`ldm` with each alternative prediction (the network's heads follow the objective),
+        in params order; each must differ from ldm's and from the others."""
+        served = ldm.diffusion.prediction
+        if served in self.predictions:
+            raise ValueError(f"ldm_alt.predictions must not repeat ldm's prediction ({served.value})")
+        if len(set(self.predictions)) != len(self.predictions):
+            raise ValueError(f"ldm_alt.predictions lists an objective twice: {[p.value for p in self.predictions]}")
+        return {p: replace(ldm, diffusion=replace(ldm.diffusion, prediction=p)) for p in self.predictions}
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,7 @@ class Params:
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
-    ldm_alt: SecondLDMConfig = field(default_factory=SecondLDMConfig)
+    ldm_alt: AlternativeObjectivesConfig = field(default_factory=AlternativeObjectivesConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     flux: FluxConfig = field(default_factory=FluxConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -293,7 +297,7 @@ class Params:
     tune: TuneConfig = field(default_factory=TuneConfig)  # read by `radiodiff tune`, no DVC stage
 
     def __post_init__(self) -> None:
-        self.ldm_alt.derive(self.ldm)  # the two objectives must differ
+        self.ldm_alt.derive(self.ldm)  # every objective once
 
 
 class _ParamsLoader(yaml.SafeLoader):

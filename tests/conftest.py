@@ -93,17 +93,27 @@ def ldm_file(dataset, vae_file):
     return path, cfg, result
 
 
-@pytest.fixture(scope="session")
-def kc_ldm_file(dataset, vae_file):
-    """The toy denoiser of `ldm_file` on RadioDiff's decoupled (kc) objective, two heads."""
+def _toy_ldm_on(objective: str, dataset, vae_path):
+    """The toy denoiser of `ldm_file` trained on another objective, saved as models/ldm_{objective}.pt."""
     from radiodiff.options import Prediction
 
-    vae_path, _ = vae_file
     cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
-                    diffusion=DiffusionConfig(num_steps=50, prediction=Prediction.KC), sample_steps=2, data=DATA,
-                    train=LOOP)
+                    diffusion=DiffusionConfig(num_steps=50, prediction=Prediction(objective)), sample_steps=2,
+                    data=DATA, train=LOOP)
     result = train_ldm(cfg, CONDITION, dataset_dir=dataset / "data", vae_path=vae_path, work_dir=dataset / "work",
                        log=lambda m, s: None, progress=False)
-    path = dataset / "models" / "ldm_kc.pt"
+    path = dataset / "models" / f"ldm_{objective}.pt"
     save_ldm(path, result.model.unet, cfg, CONDITION, vae_path)
     return path, cfg, result
+
+
+@pytest.fixture(scope="session")
+def kc_ldm_file(dataset, vae_file):
+    """The toy denoiser on RadioDiff's decoupled (kc) objective, two heads."""
+    return _toy_ldm_on("kc", dataset, vae_file[0])
+
+
+@pytest.fixture(scope="session")
+def flow_ldm_file(dataset, vae_file):
+    """The toy denoiser on rectified flow matching, one velocity head."""
+    return _toy_ldm_on("flow", dataset, vae_file[0])

@@ -87,15 +87,24 @@ def test_every_dvc_params_key_exists_in_its_dataclass():
             assert not rest or _keys_exist(section_cls, rest), f"stage {name}: {key} not in {section_cls.__name__}"
 
 
-def test_the_second_objective_must_differ_from_the_first(tmp_path):
+def test_the_other_objectives_must_differ_from_the_served_one_and_each_other(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("ldm:\n  diffusion: {prediction: kc}\n")  # ldm_alt defaults to kc too
-    with pytest.raises(UserError, match="ldm_alt.prediction must differ"):
+    path.write_text("ldm:\n  diffusion: {prediction: kc}\n")  # ldm_alt defaults to kc and flow
+    with pytest.raises(UserError, match="must not repeat ldm's prediction"):
         load_params(path)
-    path.write_text("ldm:\n  diffusion: {prediction: kc, preconditioning: radiodiff}\nldm_alt: {prediction: v}\n")
+    path.write_text("ldm_alt: {predictions: [flow, flow]}\n")
+    with pytest.raises(UserError, match="twice"):
+        load_params(path)
+    path.write_text("ldm:\n  diffusion: {prediction: kc, preconditioning: radiodiff}\n"
+                    "ldm_alt: {predictions: [v, flow]}\n")
     params = load_params(path)
     assert params.ldm.diffusion.preconditioning.value == "radiodiff"
-    assert params.ldm_alt.derive(params.ldm).diffusion.prediction.value == "v"
+    derived = params.ldm_alt.derive(params.ldm)
+    assert [p.value for p in derived] == ["v", "flow"]
+    assert all(cfg.diffusion.preconditioning.value == "radiodiff" and cfg.unet == params.ldm.unet
+               for cfg in derived.values())
+    path.write_text("ldm_alt: {predictions: []}\n")  # no alternatives: only the served objective
+    assert load_params(path).ldm_alt.derive(params.ldm) == {}
     path.write_text("ldm:\n  unet: {two_heads: true}\n")  # the objective sets the heads, not params
     with pytest.raises(UserError, match="unknown key"):
         load_params(path)

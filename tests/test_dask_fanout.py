@@ -81,7 +81,8 @@ def test_build_bank_on_two_dask_workers_equals_the_serial_run(isolated, prefect_
 
     models = isolated / "models"
     models.mkdir()
-    for source, name in ((vae_file[0], "vae.pt"), (ldm_file[0], "ldm.pt"), (kc_ldm_file[0], "ldm_alt.pt")):
+    (models / "alt").mkdir()
+    for source, name in ((vae_file[0], "vae.pt"), (ldm_file[0], "ldm.pt"), (kc_ldm_file[0], "alt/kc.pt")):
         shutil.copy2(source, models / name)
     banks = {}
     for workers in (1, 2):
@@ -92,7 +93,7 @@ def test_build_bank_on_two_dask_workers_equals_the_serial_run(isolated, prefect_
         bank_dir = isolated / f"bank{workers}"
         runner = task_runner(workers, dask_address if workers > 1 else None)
         build_bank_flow.with_options(task_runner=runner)(
-            cfg, dataset_dir=str(dataset / "data"), models_dir=str(models), bank_dir=str(bank_dir))
+            cfg, ("kc",), dataset_dir=str(dataset / "data"), models_dir=str(models), bank_dir=str(bank_dir))
         banks[workers] = _bank_rows(bank_dir)
     assert len(banks[1]) >= 2 * 2 * 4  # t_mids x seeds x (3 train + 1 test layouts), at least
     assert banks[2] == banks[1]

@@ -341,7 +341,7 @@ def test_paper_profile_builds_with_two_heads_and_runs_one_forward():
     # About 2 s on one CPU thread (build 0.6 s, forward 1.8 s), so not marked slow.
     params = load_params(REPO_ROOT / "profiles" / "paper.yaml")
     assert params.ldm.diffusion.prediction is Prediction.KC  # RadioDiff's own
-    assert params.ldm_alt.derive(params.ldm).diffusion.prediction is Prediction.V
+    assert [p for p in params.ldm_alt.derive(params.ldm)] == [Prediction.V, Prediction.FLOW]
     unet = build_unet(params.ldm, params.condition.channels).eval()
     assert unet.out_channels == 6 and unet.output[-1].out_channels == 6
     side = params.prepare.resolution

@@ -58,7 +58,7 @@ def test_outputs_are_the_layout_paths():
     assert outs["build_bank"] == {BANK_DIR.as_posix()}
     models = {name: path.as_posix() for name, path in MODELS.all().items()}
     assert outs["train_vae"] == {models["vae"]} and outs["train_ldm"] == {models["ldm"]}
-    assert outs["train_ldm_alt"] == {models["ldm_alt"]} and outs["train_baseline"] == {models["baseline"]}
+    assert outs["train_ldm_alt"] == {models["alternatives"]} and outs["train_baseline"] == {models["baseline"]}
     assert outs["tune_tail"] == {models["flux_tail"]}
     model_deps = {dep for stage in STAGES.values() for dep in _paths(stage["deps"]) if dep.startswith("models/")}
     assert model_deps <= set(models.values())

@@ -170,6 +170,31 @@ def kc_setup(dataset, vae_file, kc_ldm_file):
     return model, ldm_path, bank_dir, written
 
 
+@pytest.fixture(scope="module")
+def flow_setup(dataset, vae_file, flow_ldm_file):
+    ldm_path = flow_ldm_file[0]
+    model, _, condition = load_ldm(ldm_path, vae_file[0])
+    bank_dir = dataset / "bank"
+    written = fill_bank(model, ldm_path, bank_dir, load_scenes(dataset / "data", FLUX.splits), FLUX, condition.channels)
+    return model, ldm_path, bank_dir, written
+
+
+def test_flow_midpoints_share_the_bank_under_their_own_key(flow_setup, kc_setup):
+    model, ldm_path, bank_dir, written = flow_setup
+    assert written == 4 * len(FLUX.seeds) * len(FLUX.t_mids)  # none collided with kc's at the same t
+    key = bank_key(model, ldm_path, FLUX, 30)
+    kc_key = bank_key(kc_setup[0], kc_setup[1], FLUX, 30)
+    assert key.t_mid == kc_key.t_mid == 0.6 and key != kc_key
+    assert len(MidpointBank(bank_dir, key)) == 4 * len(FLUX.seeds)
+
+
+def test_tail_tuning_runs_on_flow_matching(flow_setup, dataset, tmp_path):
+    model, ldm_path, bank_dir, _ = flow_setup
+    result = train_tail(model, FLUX, CONDITION, ldm_path=ldm_path, dataset_dir=dataset / "data", bank_dir=bank_dir,
+                        work_dir=tmp_path, log=lambda m, s: None, progress=False)
+    assert result.step == LOOP.total_steps and np.isfinite(result.val_metrics["flux_nmse"])
+
+
 def test_the_bank_keys_a_kc_model_on_continuous_time(kc_setup, flux_setup):
     model, ldm_path, bank_dir, written = kc_setup
     assert written == 4 * len(FLUX.seeds) * len(FLUX.t_mids)
@@ -187,22 +212,27 @@ def test_tail_tuning_runs_on_the_decoupled_objective(kc_setup, dataset, tmp_path
     assert np.isfinite(result.train_loss)
 
 
-def test_evaluate_sets_both_objectives_side_by_side(flux_setup, kc_setup, dataset):
+def test_evaluate_sets_every_objective_side_by_side(flux_setup, kc_setup, flow_setup, dataset):
     import dataclasses
 
     model, ldm_path, bank_dir, _, _ = flux_setup
     maps = select_maps(RadioMapDataset(dataset / "data", "test", CONDITION.encodings), EVALUATE)
     kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None,
                   frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()), CONDITION.encodings)
-    other = dataclasses.replace(kit, model=kc_setup[0], ldm_path=kc_setup[1], banks={}, label="kc")
-    result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", other=other,
+    others = [dataclasses.replace(kit, model=setup[0], ldm_path=setup[1], banks={}, label=label)
+              for setup, label in ((kc_setup, "kc"), (flow_setup, "flow"))]
+    result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", others=others,
                       progress=False)
     table = result.table.set_index("method")
     assert {"ddpm_full", "ddim_1", "decoupled_1", "decoupled_3", "flux_kc_t30_tail1", "flux_kc_t10_tail2",
             "flux_t30_tail1", "baseline"} <= set(table.index)
     assert table.loc["decoupled_3", "family"] == "decoupled" and table.loc["flux_kc_t30_tail1", "family"] == "flux_kc"
     assert table.loc["decoupled_1", "unet_calls_per_map"] == 1
-    # the two objectives are different models: their rows differ
-    assert table.loc["decoupled_3", "nmse"] != table.loc["ddim_3", "nmse"]
+    assert {"flow_1", "flow_3", "flux_flow_t30_tail1", "flux_flow_t10_tail2"} <= set(table.index)
+    assert table.loc["flow_3", "family"] == "flow" and table.loc["flux_flow_t30_tail1", "family"] == "flux_flow"
+    # the objectives are different models: their rows differ
+    assert len({table.loc[name, "nmse"] for name in ("decoupled_3", "ddim_3", "flow_3")}) == 3
     assert {"decoupled_1_nmse", "decoupled_5_nmse"} & set(result.headline) == {"decoupled_1_nmse"}
     assert result.headline["flux_kc_nmse"] == table.loc["flux_kc_t30_tail1", "nmse"]
+    assert result.headline["flow_1_nmse"] == table.loc["flow_1", "nmse"]
+    assert result.headline["flux_flow_nmse"] == table.loc["flux_flow_t30_tail1", "nmse"]

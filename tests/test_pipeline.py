@@ -45,7 +45,8 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     assert _dvc(tmp_path, "init", "--no-scm", "-q").returncode == 0
     first = _dvc(tmp_path, "repro")
     assert first.returncode == 0, first.stderr[-3000:]
-    for path in ("data/prepared/index.parquet", "models/vae.pt", "models/ldm.pt", "models/ldm_alt.pt", "models/baseline.pt",
+    for path in ("data/prepared/index.parquet", "models/vae.pt", "models/ldm.pt", "models/alt/kc.pt", "models/alt/flow.pt",
+                 "models/baseline.pt",
                  "models/flux_tail.pt", "plots/evaluate_tradeoff.csv", "plots/evaluate_tradeoff.png"):
         assert (tmp_path / path).is_file(), path
     for stage in STAGES:
@@ -55,15 +56,16 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     evaluated = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
     assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "ddim_same_calls_nmse"} <= set(evaluated)
     methods = {row["method"] for row in json.loads((tmp_path / "plots" / "evaluate_table.json").read_text())}
-    assert {"ddpm_full", "ddim_1", "decoupled_1", "flux_t30_tail1", "flux_tuned_t10_tail1", "flux_kc_t30_tail1",
-            "baseline"} <= methods
+    assert {"ddpm_full", "ddim_1", "decoupled_1", "flow_1", "flux_t30_tail1", "flux_tuned_t10_tail1",
+            "flux_kc_t30_tail1", "flux_flow_t30_tail1", "baseline"} <= methods
+    assert set(json.loads((tmp_path / "metrics" / "train_ldm_alt.json").read_text())) == {"kc", "flow"}
     assert "speedup_b1" in first.stdout  # the table printed at the end of the stage
     bank = json.loads((tmp_path / "metrics" / "build_bank.json").read_text())
     assert bank["entries"] == 4 * 2 * 2  # train + test layouts x t_mids x seeds
-    assert bank["entries_alt"] == 1 * 2 * 2  # the kc model: test layouts only
+    assert bank["entries_kc"] == bank["entries_flow"] == 1 * 2 * 2  # the other objectives: test layouts only
     verify = subprocess.run([str(Path(sys.executable).parent / "radiodiff"), "bank", "verify", str(tmp_path / "bank")],
                             capture_output=True, text=True)
-    assert verify.returncode == 0 and "20 entries" in verify.stdout, verify.stderr
+    assert verify.returncode == 0 and "24 entries" in verify.stdout, verify.stderr
 
     lock = (tmp_path / "dvc.lock").read_bytes()
     outputs = {p: p.stat().st_mtime_ns for folder in ("models", "metrics", "bank") for p in (tmp_path / folder).rglob("*")}
@@ -83,9 +85,13 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
         assert run.info.status == "FINISHED", stage
         assert run.data.params and run.data.metrics, stage
         assert run.data.tags["git_commit"] and run.data.tags["params_hash"]
-    for stage in TRAINING:
-        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(by_stage[stage].info.run_id)}
+    alternatives = {run.data.tags.get("objective"): run for run in runs if run.data.tags["stage"] == "train_ldm_alt"}
+    assert set(alternatives) == {"kc", "flow"}  # one run per objective, each named for it
+    assert {run.info.run_name for run in alternatives.values()} == {"train_ldm_alt_kc", "train_ldm_alt_flow"}
+    for stage, run in [(stage, by_stage[stage]) for stage in TRAINING] + list(alternatives.items()):
+        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
         assert "checkpoint" in artifacts and any(p.endswith(".png") for p in artifacts), (stage, artifacts)
+    assert {p.name for p in (tmp_path / "plots" / "ldm_alt").iterdir()} == {"kc_samples.png", "flow_samples.png"}
     client = mlflow.MlflowClient()
     assert "checkpoint" in {a.path for a in client.list_artifacts(by_stage["tune_tail"].info.run_id)}
     assert "evaluate_tradeoff.png" in {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id)}

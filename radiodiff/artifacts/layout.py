@@ -34,9 +34,13 @@ class ModelFiles:
         return self.folder / "ldm.pt"
 
     @property
-    def ldm_alt(self) -> Path:
-        """The same denoiser on the other objective (params `ldm_alt`)."""
-        return self.folder / "ldm_alt.pt"
+    def alternatives(self) -> Path:
+        """The folder of the same denoiser on the other objectives (params `ldm_alt`)."""
+        return self.folder / "alt"
+
+    def alternative(self, prediction: str) -> Path:
+        """The denoiser trained on objective `prediction` (kc, flow, ...: params `ldm_alt`)."""
+        return self.alternatives / f"{prediction}.pt"
 
     @property
     def baseline(self) -> Path:
@@ -58,8 +62,8 @@ class ModelFiles:
         return self
 
     def all(self) -> dict[str, Path]:
-        """Every model file by name."""
-        return {name: getattr(self, name) for name in ("vae", "ldm", "ldm_alt", "baseline", "flux_tail")}
+        """Every model file and folder by name."""
+        return {name: getattr(self, name) for name in ("vae", "ldm", "alternatives", "baseline", "flux_tail")}
 
 
 MODELS = ModelFiles()

@@ -12,6 +12,7 @@ FAMILY_STYLE = {  # marker, colour
     "baseline": ("D", "tab:green"), "decoupled": ("h", "tab:cyan"), "flux_kc": ("<", "tab:olive"),
     "flux_tuned_kc": (">", "tab:pink"), "control_kc": ("+", "tab:gray"), "reference": ("*", "tab:brown"),
     "flux_nearest_any": ("X", "plum"), "flux_cell": ("d", "gold"), "flux_cell_tuned": ("d", "darkgoldenrod"),
+    "flow": ("p", "tab:olive"), "flux_flow": ("8", "teal"),
 }
 
 

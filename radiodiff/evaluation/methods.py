@@ -47,7 +47,7 @@ class Method:
     name: str
     family: str  # full | reference | ddim | decoupled | flux | flux_tuned | flux_nearest | flux_nearest_any |
     # flux_cell | control | baseline,
-    # the Flux families of a second model suffixed with its label (flux_kc, control_kc)
+    # flow | the Flux families of another objective's model suffixed with its label (flux_kc, flux_flow)
     run: RunFn
     unet_calls: int
     t_mid: int | None = None
@@ -68,7 +68,7 @@ class Toolkit:
     exclude: frozenset[int]  # scenes `flux_nearest` may not use: the evaluated layouts themselves
     encodings: tuple[TxEncoding, ...]  # of the condition, to encode a representative Tx
     banks: dict[int, MidpointBank] = field(default_factory=dict, compare=False)  # opened once per t_mid
-    label: str = ""  # names a second model's Flux rows apart (e.g. "kc": flux_kc_t600_tail1)
+    label: str = ""  # names another objective's Flux rows apart (e.g. "kc": flux_kc_t600_tail1)
 
     def family(self, base: str) -> str:
         """A Flux family name for this model: `base`, or `base_label`."""

@@ -15,7 +15,7 @@ each layout's distance to its nearest banked neighbour (see `evaluation/scenario
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from radiodiff.evaluation.timing import time_interleaved
 from radiodiff.metrics import nmse, psnr, rmse, ssim, tx_response_ratio
 
 MIN_TX_RESPONSE = 0.8
-FEW_STEP_FAMILIES = ("ddim", "decoupled")  # the few-step samplers Flux must beat
+FEW_STEP_FAMILIES = ("ddim", "decoupled", "flow")  # the few-step samplers Flux must beat
 METRICS = ("nmse", "rmse", "ssim", "psnr", "tx_response")
 
 
@@ -94,14 +94,14 @@ def flux_methods(kit: Toolkit, cfg: EvaluateConfig, *, variants: bool = True) ->
     return methods
 
 
-def build_methods(kit: Toolkit, cfg: EvaluateConfig, baseline, other: Toolkit | None = None) -> list[Method]:
+def build_methods(kit: Toolkit, cfg: EvaluateConfig, baseline, others: Sequence[Toolkit] = ()) -> list[Method]:
     """Every method of the served model (its samplers, Flux and its variants), the samplers and
-    plain Flux of the `other` objective's model when given, and the supervised baseline."""
+    plain Flux of each of the `others` objectives' models, and the supervised baseline."""
     methods = sampler_methods(kit, cfg)
-    if other is not None:
+    for other in others:
         methods += sampler_methods(other, cfg, reference=False)
     methods += flux_methods(kit, cfg)
-    if other is not None:
+    for other in others:
         methods += flux_methods(other, cfg, variants=False)
     methods.append(supervised("baseline", baseline, kit))
     return methods
@@ -257,11 +257,12 @@ def simulator_timing(dataset_dir: Path, maps: MapSet, repeats: int) -> dict[str,
     return {"simulator_ms_per_map_b1": float(np.median(single)), "simulator_ms_per_map_amortised": float(np.median(amortised))}
 
 
-def headline(table: pd.DataFrame, flux: FluxConfig) -> dict[str, float]:
+def headline(table: pd.DataFrame, flux: FluxConfig, others: Sequence[tuple[str, str]] = ()) -> dict[str, float]:
     """The headline figures of the `tx_moved` table: the served Flux setting against the full
-    trajectory, the T = 100 reference and the fastest few-step sampler (DDIM or decoupled) at
-    least as accurate, LDM vs baseline, and the decoupled objective's few-step samplers and
-    plain Flux when evaluated."""
+    trajectory, the T = 100 reference and the fastest few-step sampler (DDIM, decoupled or flow)
+    at least as accurate, LDM vs baseline, and for each other objective in `others` (its
+    sampler's name, its label: ("decoupled", "kc"), ("flow", "flow")) its 1- and 5-step samplers
+    and plain Flux when evaluated."""
     by_name = table.set_index("method")
     full = by_name.loc[reference_name(zip(table["method"], table["family"], table["unet_calls_per_map"]))]
     served = by_name.loc[_served_name(table, flux)]
@@ -294,9 +295,10 @@ def headline(table: pd.DataFrame, flux: FluxConfig) -> dict[str, float]:
     if len(same_calls):  # the best few-step sampler paying the Flux tail's network calls per query
         out["ddim_same_calls_nmse"] = float(same_calls.iloc[0]["nmse"])
         out["flux_vs_ddim_same_calls_nmse_change"] = float(served["nmse"] / same_calls.iloc[0]["nmse"] - 1.0)
-    second = {"decoupled_1_nmse": "decoupled_1", "decoupled_5_nmse": "decoupled_5",
-              "flux_kc_nmse": f"flux_kc_t{flux.t_mid}_tail{flux.tail_steps}"}
-    out.update({key: float(by_name.loc[name, "nmse"]) for key, name in second.items() if name in by_name.index})
+    for sampler, label in others:
+        second = {f"{sampler}_1_nmse": f"{sampler}_1", f"{sampler}_5_nmse": f"{sampler}_5",
+                  f"flux_{label}_nmse": f"flux_{label}_t{flux.t_mid}_tail{flux.tail_steps}"}
+        out.update({key: float(by_name.loc[name, "nmse"]) for key, name in second.items() if name in by_name.index})
     return out
 
 
@@ -355,12 +357,12 @@ class EvaluateResult:
     figures: dict[str, object]
 
 
-def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, other: Toolkit | None = None,
+def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, others: Sequence[Toolkit] = (),
              traffic: MapSet | None = None, progress: bool = True) -> EvaluateResult:
     """Run everything in one process: the `tx_moved` methods on `kit.maps` (accuracy over seeds,
     batch-1 timings), the `traffic` methods on the `traffic` pairs when given
     (`scenarios.select_traffic` of the same layouts), the `new_layout` analysis, simulator
-    timing, consistency over t, figures. `other` is the second objective's model on the same
+    timing, consistency over t, figures. `others` are the other objectives' models on the same
     maps (see `build_methods`)."""
     import dataclasses
 
@@ -376,7 +378,7 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
 
         raise UserError(f"evaluate.reference_steps ({cfg.reference_steps}) exceeds the denoiser's "
                         f"{kit.model.process.num_train_steps} diffusion steps: lower it or retrain")
-    methods = build_methods(kit, cfg, baseline, other)
+    methods = build_methods(kit, cfg, baseline, others)
     traffic_kit = dataclasses.replace(kit, maps=traffic) if traffic is not None else None
     traffic_list = traffic_methods(traffic_kit, cfg.reference_steps, cfg.ddim_steps, kit.flux.tail_steps,
                                     baseline) if traffic_kit is not None else []
@@ -397,7 +399,8 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     traffic_table = summary_table(traffic_list, traffic_run, batch1, metrics=METRICS + ("car_response",),
                                   speed_reference=full, **shape) if traffic_run else None
     consistency = consistency_rows(kit, cfg, seeds[0])  # latent similarity along the served model's sampler
-    head = headline(table, kit.flux) | simulator_timing(dataset_dir, kit.maps, cfg.timing_repeats)
+    second = [(other.model.process.name, other.label) for other in others]
+    head = headline(table, kit.flux, second) | simulator_timing(dataset_dir, kit.maps, cfg.timing_repeats)
     if traffic_table is not None:
         head |= traffic_headline(traffic_table, kit.flux)
         head["flux_counts"] = float(head["flux_counts"] == 1.0 and head["traffic_t100_car_response"] >= MIN_CAR_RESPONSE)
@@ -416,8 +419,8 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
         head["new_layout_cold_paths"] = float(accuracy.bank_counts[near]["miss"] / len(seeds))
         figures["evaluate_new_layout.png"] = new_layout_figure(distances, own, forced, kit.flux.nearest_max_distance)
     shown = spread_indices(len(kit.maps.maps), 4)
-    columns = {"DDPM full": "ddpm_full", "DDIM-5": "ddim_5", "decoupled-5": "decoupled_5", "Flux": served,
-               "baseline": "baseline"}
+    columns = {"DDPM full": "ddpm_full", "DDIM-5": "ddim_5", "decoupled-5": "decoupled_5", "flow-5": "flow_5",
+               "Flux": served, "baseline": "baseline"}
     samples = comparison_figure(kit.maps.gain[shown], {label: accuracy.first_predictions[name][shown]
                                                        for label, name in columns.items()
                                                        if name in accuracy.first_predictions},

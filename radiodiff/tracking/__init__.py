@@ -132,8 +132,12 @@ class SilentRun(StageRun):
 
 @contextlib.contextmanager
 def stage_run(stage: str, config: Any, *, profile: str = "default", tags: Mapping[str, str] | None = None,
-              parent: bool = False, run_id: str | None = None, enabled: bool = True) -> Iterator[StageRun]:
+              parent: bool = False, run_id: str | None = None, enabled: bool = True,
+              name: str | None = None) -> Iterator[StageRun]:
     """Open one MLflow run for `stage`, log `config` as params; mark it FAILED if the body raises.
+
+    The run is named `name` (default: the stage), so a stage that trains several models
+    (train_ldm_alt: one run per objective) names each run apart under one `stage` tag.
 
     `parent=False` opens a top-level run; nested runs (Optuna trials) pass `parent=True`.
     `run_id` re-opens that run instead (a resumed Optuna study): tags are set again, params
@@ -155,7 +159,7 @@ def stage_run(stage: str, config: Any, *, profile: str = "default", tags: Mappin
             run_tags[tag] = os.environ[variable]
     run_tags.update(tags or {})
     # MLflow's run context ends the run FAILED when the body raises, and on SIGTERM.
-    with sigterm_raises(), mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, tags=run_tags,
+    with sigterm_raises(), mlflow.start_run(run_id=run_id, run_name=None if run_id else name or stage, tags=run_tags,
                                             nested=parent) as run:
         if run_id is None:
             mlflow.log_params(flat)
