@@ -95,7 +95,13 @@ def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     assert result.consistency["t"].tolist() == [33, 16, 0, -1]  # the step each DDIM-4 step lands on
     assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "simulator_ms_per_map_b1"} <= set(result.headline)
     assert set(result.figures) == {"evaluate_tradeoff.png", "evaluate_consistency.png", "evaluate_samples.png",
-                                   "evaluate_traffic.png", "evaluate_new_layout.png"}
+                                   "evaluate_traffic.png", "evaluate_new_layout.png", "evaluate_nmse_histogram.png"}
+    # the spread of per-map NMSE beside the mean; deterministic baseline: its p90 is at least its median
+    spread = table[["nmse_median", "nmse_pooled", "nmse_p90", "nmse_dark"]]
+    assert np.isfinite(spread.to_numpy()).all() and (table["nmse_p90"] >= table["nmse_median"]).all()
+    histogram = result.histogram
+    assert {"ddpm_full", "baseline"} <= set(histogram["method"])
+    assert (histogram.groupby("method")["maps"].sum() == len(maps.maps)).all()  # every map in one bin
     # the paper's axis: R = 1 - t_mid / T of the 50-step toy process; the prefix's 2 calls saved of 3
     assert table.loc["flux_t30_tail1", "reuse_ratio"] == pytest.approx(0.4)
     assert table.loc["flux_t30_tail1", "reuse_calls"] == pytest.approx(2 / 3)

@@ -97,6 +97,28 @@ def new_layout_figure(distances: np.ndarray, own_nmse: np.ndarray, nearest_nmse:
     return figure
 
 
+def nmse_histogram_figure(rows: list[dict]):
+    """Per-map NMSE histograms (log-spaced bins of `distribution.histogram_rows`), one step line
+    per method: where the mean hides a tail of bad maps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    table = pd.DataFrame(rows)
+    for method, group in table.groupby("method", sort=False):
+        edges = np.append(group["nmse_bin_low"].to_numpy(), group["nmse_bin_high"].to_numpy()[-1])
+        axis.stairs(group["maps"].to_numpy(), edges, label=method, linewidth=1.4)
+    axis.set_xscale("log")
+    axis.set_xlabel("per-map NMSE (mean over seeds)")
+    axis.set_ylabel("maps")
+    axis.set_title("evaluate: per-map NMSE distribution")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
 def traffic_figure(static_truth: np.ndarray, cars_truth: np.ndarray, cars: np.ndarray,
                    static_pred: dict[str, np.ndarray], cars_pred: dict[str, np.ndarray]):
     """What the vehicles change, in truth and per method. Arrays `[B, H, W]` (gain in [0, 1];

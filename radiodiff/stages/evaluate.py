@@ -27,6 +27,7 @@ from radiodiff.config import EvaluateConfig, FluxConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.devices import device_name, synchronize
 from radiodiff.evaluation.consistency import trajectory_similarity
+from radiodiff.evaluation.distribution import histogram_rows, map_energy, nmse_distribution
 from radiodiff.evaluation.methods import (
     MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised,
 )
@@ -185,8 +186,10 @@ def batch1_timing(methods: list[Method], cfg: EvaluateConfig, seed: int) -> dict
 
 def summary_table(methods: list[Method], accuracy: AccuracyRun, batch1: dict[str, dict[str, float]], *,
                   num_train_steps: int, prefix_calls: int, metrics: tuple[str, ...] = METRICS,
-                  speed_reference: str | None = None) -> pd.DataFrame:
-    """One row per method: means and 95% half-widths of `metrics`, losses vs the full
+                  speed_reference: str | None = None, energy: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per method: means and 95% half-widths of `metrics`, with the maps' `energy`
+    (sum gt^2 per map) the spread of per-map NMSE (median, pooled, p90, dark maps: see
+    `evaluation.distribution`), losses vs the full
     trajectory, timings (`batch1` may come from another run of the same methods: a traffic
     query costs what a moved-Tx query does), speedups vs the full trajectory, the T = 100
     reference and the fastest few-step sampler as accurate, and the reuse ratios. Speedups
@@ -206,6 +209,8 @@ def summary_table(methods: list[Method], accuracy: AccuracyRun, batch1: dict[str
         row.update(reuse_columns(method, num_train_steps, prefix_calls))
         for key in metrics:
             row[key], row[f"{key}_ci95"] = interval(scores[key])
+        if energy is not None:
+            row.update(nmse_distribution(accuracy.per_map_nmse[method.name], energy))
         row["nmse_loss"], row["nmse_loss_ci95"] = relative_loss(scores["nmse"], reference["nmse"], higher_is_better=False)
         row["ssim_loss"], row["ssim_loss_ci95"] = relative_loss(scores["ssim"], reference["ssim"], higher_is_better=True)
         row["ms_per_map_b1"] = batch1[method.name]["ms_median"]
@@ -351,7 +356,8 @@ def scenario_table(main: pd.DataFrame, traffic: pd.DataFrame | None, counts: boo
 @dataclass(frozen=True)
 class EvaluateResult:
     """The `tx_moved` table (one row per method), the table over all scenarios, the new-layout
-    distance bands, the consistency rows, the headline figures, the figures."""
+    distance bands, the consistency rows, the headline figures, the figures, and the per-map
+    NMSE histogram rows of the compared methods (`distribution.histogram_rows`)."""
 
     table: pd.DataFrame
     scenarios: pd.DataFrame
@@ -359,6 +365,7 @@ class EvaluateResult:
     consistency: pd.DataFrame
     headline: dict[str, float]
     figures: dict[str, object]
+    histogram: pd.DataFrame
 
 
 def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, others: Sequence[Toolkit] = (),
@@ -373,7 +380,7 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     from tqdm.auto import tqdm
 
     from radiodiff.evaluation.figures import (
-        consistency_figure, new_layout_figure, no_data_figure, tradeoff_figure, traffic_figure,
+        consistency_figure, new_layout_figure, nmse_histogram_figure, no_data_figure, tradeoff_figure, traffic_figure,
     )
     from radiodiff.stages.figures import comparison_figure, spread_indices
 
@@ -398,10 +405,10 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     bar.close()
     batch1 = batch1_timing(methods, cfg, seeds[0])
     shape = {"num_train_steps": kit.model.process.num_train_steps, "prefix_calls": kit.flux.prefix_steps}
-    table = summary_table(methods, accuracy, batch1, **shape)
+    table = summary_table(methods, accuracy, batch1, energy=map_energy(kit.maps.gain), **shape)
     full = reference_name((m.name, m.family, m.unet_calls) for m in methods)
     traffic_table = summary_table(traffic_list, traffic_run, batch1, metrics=METRICS + ("car_response",),
-                                  speed_reference=full, **shape) if traffic_run else None
+                                  speed_reference=full, energy=map_energy(traffic.gain), **shape) if traffic_run else None
     consistency = consistency_rows(kit, cfg, seeds[0])  # latent similarity along the served model's sampler
     second = [(other.model.process.name, other.label) for other in others]
     head = headline(table, kit.flux, second) | simulator_timing(dataset_dir, kit.maps, cfg.timing_repeats)
@@ -431,6 +438,11 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
                                                        if name in accuracy.first_predictions},
                                 cond=kit.maps.cond[shown], title="evaluate: test maps, seed 0")
     figures |= {"evaluate_tradeoff.png": tradeoff_figure(table), "evaluate_samples.png": samples}
+    compared = [name for name in dict.fromkeys([*columns.values(), reference_name(
+        (m.name, m.family, m.unet_calls) for m in methods), "flow_1", "decoupled_1", "ddim_1"])
+        if name in accuracy.per_map_nmse]
+    histogram = histogram_rows(accuracy.per_map_nmse, compared)
+    figures["evaluate_nmse_histogram.png"] = nmse_histogram_figure(histogram)
     if traffic_run is not None:
         pairs = len(traffic.maps) // 2
         shown = spread_indices(pairs, 4)
@@ -449,7 +461,7 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     process = kit.model.process
     figures["evaluate_consistency.png"] = consistency_figure(consistency, (process.start_time, process.end_time))
     scenarios = scenario_table(table, traffic_table, bool(head["flux_counts"]))
-    return EvaluateResult(table, scenarios, bands, consistency, head, figures)
+    return EvaluateResult(table, scenarios, bands, consistency, head, figures, pd.DataFrame(histogram))
 
 
 def _served_name(table: pd.DataFrame, flux: FluxConfig) -> str:
