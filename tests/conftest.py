@@ -117,3 +117,17 @@ def kc_ldm_file(dataset, vae_file):
 def flow_ldm_file(dataset, vae_file):
     """The toy denoiser on rectified flow matching, one velocity head."""
     return _toy_ldm_on("flow", dataset, vae_file[0])
+
+
+def randomised(module, seed: int):
+    """`module` with every parameter drawn from N(0, 0.1^2) by a seeded generator, in eval mode:
+    a fresh UNet's output layer is zero, and random weights make every sampler step matter."""
+    import torch
+
+    from radiodiff.training.rng import seeded_generator
+
+    generator = seeded_generator(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    return module.eval()

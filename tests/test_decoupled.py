@@ -17,13 +17,13 @@ from radiodiff.diffusion.decoupled import (
     c_loss_weight,
     decoupled_loss,
     decoupled_step,
-    decoupled_times,
     head_coefficients,
     noise_loss_weight,
     precondition,
     q_sample_decoupled,
     sample_times,
 )
+from radiodiff.diffusion.continuous import decoupled_times
 from radiodiff.diffusion.schedule import ScheduleKind, as_coefficient
 from radiodiff.diffusion.sampling import sample_loop, sample_loop_progressive
 from radiodiff.models.unet import ConditionalUNet

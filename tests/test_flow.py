@@ -20,6 +20,7 @@ from radiodiff.models.unet import ConditionalUNet
 from radiodiff.models.vae import AutoencoderKL
 from radiodiff.options import Prediction, ScheduleKind
 from radiodiff.training.rng import seeded_generator
+from tests.conftest import randomised
 
 SHAPE = (4, 3, 8, 8)
 
@@ -125,18 +126,10 @@ def test_bank_key_differs_from_v_and_kc_at_the_same_plan():
 # -- a network on it -------------------------------------------------------------------------
 
 
-def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    generator = _gen(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return module.eval()
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    unet = _randomise(ConditionalUNet(latent_channels=3, cond_channels=4, base_channels=8, channel_mults=(1, 2),
+    unet = randomised(ConditionalUNet(latent_channels=3, cond_channels=4, base_channels=8, channel_mults=(1, 2),
                                       num_res_blocks=1, cond_base_channels=4, time_scale=1000.0), 1)
     vae = AutoencoderKL(base_channels=8, channel_mults=(1, 2, 4), num_res_blocks=1).eval()
     return LatentDiffusion(unet, vae, FlowMatchingProcess(num_train_steps=40), 0.7)

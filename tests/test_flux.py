@@ -19,23 +19,15 @@ from radiodiff.models.unet import ConditionalUNet
 from radiodiff.models.vae import AutoencoderKL
 from radiodiff.options import Prediction, SamplerKind, ScheduleKind
 from radiodiff.training.rng import seeded_generator
+from tests.conftest import randomised
 
 T = 40
-
-
-def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    # A fresh UNet's output layer is zero; random weights make every step matter.
-    generator = seeded_generator(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return module.eval()
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    unet = _randomise(ConditionalUNet(latent_channels=3, cond_channels=4, base_channels=8, channel_mults=(1, 2),
+    unet = randomised(ConditionalUNet(latent_channels=3, cond_channels=4, base_channels=8, channel_mults=(1, 2),
                                       num_res_blocks=1, cond_base_channels=4), 1)
     vae = AutoencoderKL(base_channels=8, channel_mults=(1, 2, 4), num_res_blocks=1).eval()
     return LatentDiffusion(unet, vae, DiscreteProcess(make_schedule(ScheduleKind.LINEAR, T), Prediction.V), 0.7)

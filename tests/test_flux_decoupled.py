@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from radiodiff.artifacts.denoiser import load_ldm
-from radiodiff.diffusion.decoupled import DecoupledProcess, decoupled_step, decoupled_times
+from radiodiff.diffusion.continuous import decoupled_times
+from radiodiff.diffusion.decoupled import DecoupledProcess, decoupled_step
 from radiodiff.diffusion.sampling import sample_loop
 from radiodiff.flux import flux_plan, full_plan, sampler_hash, stage1_midpoint, stage2_decode, stage2_latent
 from radiodiff.generation import generate, initial_noise

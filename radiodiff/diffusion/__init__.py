@@ -1,11 +1,11 @@
 """Diffusion math as pure functions and processes (no nn.Module): schedules, targets, losses,
 steps, the one sampling loop, and the process interface every objective implements."""
 
+from radiodiff.diffusion.continuous import ContinuousTime, decoupled_times
 from radiodiff.diffusion.decoupled import (
     DecoupledProcess,
     decoupled_loss,
     decoupled_step,
-    decoupled_times,
     precondition,
     q_sample_decoupled,
     sample_times,
@@ -34,6 +34,7 @@ from radiodiff.options import Preconditioning, Prediction, ScheduleKind
 
 __all__ = [
     "CLEAN",
+    "ContinuousTime",
     "DecoupledProcess",
     "DiffusionProcess",
     "DiscreteProcess",

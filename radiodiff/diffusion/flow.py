@@ -19,14 +19,11 @@ prediction to undo.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from radiodiff.diffusion.decoupled import TIME_EMBEDDING_SCALE, check_times, decoupled_times
+from radiodiff.diffusion.continuous import ContinuousTime
 from radiodiff.diffusion.sampling import StepOutput
 from radiodiff.diffusion.schedule import as_coefficient
 
@@ -57,7 +54,7 @@ def euler_step(velocity: torch.Tensor, t: float, t_prev: float, x_t: torch.Tenso
 
 
 @dataclass(frozen=True)
-class FlowMatchingProcess:
+class FlowMatchingProcess(ContinuousTime):
     """Rectified-flow matching as a diffusion process (see `radiodiff.diffusion.process`).
 
     The network predicts the velocity (one output shaped like the latent); its time input is
@@ -69,9 +66,6 @@ class FlowMatchingProcess:
     num_train_steps: int = 1000
 
     name = "flow"
-    start_time = 1.0
-    end_time = 0.0
-    time_embedding_scale = TIME_EMBEDDING_SCALE
 
     def __post_init__(self) -> None:
         if self.num_train_steps < 2:
@@ -80,25 +74,6 @@ class FlowMatchingProcess:
     def output_channels(self, latent_channels: int) -> int:
         """One velocity shaped like the latent."""
         return latent_channels
-
-    def config_time(self, steps: int) -> float:
-        """A config's time in steps of T as t = steps / T, and 1 for T-1 (pure noise in both)."""
-        if not 0 < steps <= self.num_train_steps - 1:
-            raise ValueError(f"t_mid must be in [1, {self.num_train_steps - 1}], got {steps}")
-        return 1.0 if steps == self.num_train_steps - 1 else steps / self.num_train_steps
-
-    def timesteps(self, num_steps: int, start: float | None = None, end: float | None = None) -> tuple[float, ...]:
-        """num_steps + 1 evenly spaced times from `start` (default 1) to `end` (default 0, clean)."""
-        return decoupled_times(num_steps, self.start_time if start is None else start,
-                               self.end_time if end is None else end)
-
-    def check_times(self, times: Sequence[float] | torch.Tensor) -> tuple[float, ...]:
-        """A grid as floats, strictly descending within [0, 1]."""
-        return check_times(times)
-
-    def model_time(self, t: float, like: torch.Tensor) -> torch.Tensor:
-        """The network's time input `[B]` (float64 for float64 latents, else float32)."""
-        return torch.full((like.shape[0],), t, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
 
     def step(self, model_output: torch.Tensor, t: float, t_prev: float, x_t: torch.Tensor, *,
              generator: torch.Generator | None = None) -> StepOutput:
@@ -135,11 +110,3 @@ class FlowMatchingProcess:
     def spec(self) -> dict:
         """What a sampled latent depends on besides the weights, the seed and the time grid."""
         return {"objective": "flow", "sampler": "euler"}
-
-    def fingerprint(self) -> str:
-        """16 hex digits of `spec`."""
-        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def full_trajectory(self) -> None:
-        """No longer reference sampler than its own few-step one: None."""
-        return None
