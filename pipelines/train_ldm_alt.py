@@ -12,7 +12,7 @@ from radiodiff.artifacts.layout import MODELS
 from radiodiff.training import distributed
 
 STAGE = "train_ldm_alt"
-# Every alternative shares ldm's training loop (its devices too): the first one's is that loop.
+# Every alternative trains with ldm's loop settings (devices included), so the launch reads ldm.train.
 LAUNCH = Launch(module="pipelines.train_ldm_alt", section="ldm.train", loop=lambda params: params.ldm.train)
 
 
