@@ -26,12 +26,12 @@ REGISTRY_TAGS = ("flux_nmse", "flux_ssim", "flux_speedup_b1", "flux_nmse_loss", 
 def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ...], dataset_dir: Path,
               models_dir: Path, bank_dir: Path, device, precision):
     """The served denoiser's toolkit (with its tuned tail), each of the `alternatives`
-    objectives' on the same maps (labelling its Flux rows with its objective: flux_kc_...,
+    objectives' on the same maps (each toolkit with its copy tuned on its one-step sampler) (labelling its Flux rows with its objective: flux_kc_...,
     flux_flow_...), and the traffic pairs of the same layouts (None without traffic samples),
     on `device` at `precision`."""
     import dataclasses
 
-    from radiodiff.artifacts.denoiser import load_ldm, load_tail
+    from radiodiff.artifacts.denoiser import load_few_step, load_ldm, load_tail
     from radiodiff.data.dataset import RadioMapDataset
     from radiodiff.evaluation.methods import Toolkit
     from radiodiff.stages.bank import load_scenes
@@ -39,13 +39,14 @@ def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ..
     from radiodiff.stages.evaluate import select_maps
 
     files = ModelFiles(models_dir)
-    model, _, condition = load_ldm(files.ldm, files.vae, device, precision)
+    model, ldm_cfg, condition = load_ldm(files.ldm, files.vae, device, precision)
     test = RadioMapDataset(dataset_dir, "test", condition.encodings)
     maps = select_maps(test, cfg)
     traffic = select_traffic(test, chosen_layouts(test.index, cfg.scenes), cfg.traffic_per_scene)
     tail = load_tail(files.flux_tail, files.ldm, model)
     exclude = frozenset(load_scenes(dataset_dir, ["test"]).ids.tolist())
-    kit = Toolkit(model, maps, flux, files.ldm, bank_dir, tail, exclude, condition.encodings)
+    kit = Toolkit(model, maps, flux, files.ldm, bank_dir, tail, exclude, condition.encodings,
+                  few_step=load_few_step(_few_step_file(files, ldm_cfg.diffusion.prediction.value), files.ldm, model))
     others = []
     for name in alternatives:
         path = files.alternative(name)
@@ -55,8 +56,20 @@ def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ..
 
             raise UserError(f"{path} was trained on {alt_cfg.diffusion.prediction.value}, not {name}: "
                             "run `dvc repro train_ldm_alt`")
-        others.append(dataclasses.replace(kit, model=alt_model, ldm_path=path, tail=None, banks={}, label=name))
+        few_step = load_few_step(_few_step_file(files, name), path, alt_model)
+        others.append(dataclasses.replace(kit, model=alt_model, ldm_path=path, tail=None, banks={}, label=name,
+                                          few_step=few_step))
     return kit, tuple(others), traffic
+
+
+def _few_step_file(files: ModelFiles, objective: str) -> Path:
+    """The file of `objective` (v, kc, flow) in `models/few_step`, or a UserError naming the stage."""
+    path = files.few_step(objective)
+    if not path.is_file():
+        from radiodiff.errors import UserError
+
+        raise UserError(f"model file not found: {path} (run `dvc repro tune_few_step`)")
+    return path
 
 
 PLOT_FILES = ("evaluate_tradeoff.csv", "evaluate_consistency.csv", "evaluate_table.json", "evaluate_scenarios.json",

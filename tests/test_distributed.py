@@ -129,6 +129,7 @@ STAGES = {
     "pipelines.train_ldm": ("ldm", "train"),
     "pipelines.train_baseline": ("baseline", "train"),
     "pipelines.tune_tail": ("flux", "tail_tune", "train"),
+    "pipelines.tune_few_step": ("flux", "tail_tune", "train"),
 }
 
 

@@ -48,7 +48,7 @@ def _stages_covering(path: str) -> set[str]:
 def test_sampling_code_reaches_exactly_the_stages_that_sample():
     # What `dvc status` reports after an edit of the sampler: every stage that runs it, no other.
     assert _stages_covering("radiodiff/diffusion/sampling.py") == {
-        "train_ldm", "train_ldm_alt", "build_bank", "tune_tail", "evaluate"}
+        "train_ldm", "train_ldm_alt", "build_bank", "tune_tail", "tune_few_step", "evaluate"}
     assert _stages_covering("radiodiff/config.py") == set(STAGES)  # every stage parses params
 
 
@@ -59,7 +59,7 @@ def test_outputs_are_the_layout_paths():
     models = {name: path.as_posix() for name, path in MODELS.all().items()}
     assert outs["train_vae"] == {models["vae"]} and outs["train_ldm"] == {models["ldm"]}
     assert outs["train_ldm_alt"] == {models["alternatives"]} and outs["train_baseline"] == {models["baseline"]}
-    assert outs["tune_tail"] == {models["flux_tail"]}
+    assert outs["tune_tail"] == {models["flux_tail"]} and outs["tune_few_step"] == {models["few_steps"]}
     model_deps = {dep for stage in STAGES.values() for dep in _paths(stage["deps"]) if dep.startswith("models/")}
     assert model_deps <= set(models.values())
     for name, stage in STAGES.items():

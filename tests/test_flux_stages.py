@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +20,7 @@ from radiodiff.artifacts.keys import bank_key
 from radiodiff.stages.bank import fill_bank, load_scenes
 from radiodiff.stages.evaluate import evaluate, headline, meets_claim, select_maps
 from radiodiff.stages.tail import train_tail
-from tests.conftest import CONDITION, LOOP
+from tests.conftest import CONDITION, LOOP, randomised
 
 FLUX = FluxConfig(t_mids=(30, 10), t_mid=30, prefix_steps=2, tail_steps=1, seeds=(0, 1), batch_size=2,
                   nearest_max_distance=1.0, tail_tune=TailTuneConfig(batch_size=4, train=LOOP))
@@ -226,9 +228,13 @@ def test_evaluate_sets_every_objective_side_by_side(flux_setup, kc_setup, flow_s
 
     model, ldm_path, bank_dir, _, _ = flux_setup
     maps = select_maps(RadioMapDataset(dataset / "data", "test", CONDITION.encodings), EVALUATE)
+    # the served model's one-step copy has its own weights (its tuned row must equal ddim_1),
+    # the others' random ones (their tuned rows must differ from their plain ones)
     kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None,
-                  frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()), CONDITION.encodings)
-    others = [dataclasses.replace(kit, model=setup[0], ldm_path=setup[1], banks={}, label=label)
+                  frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()), CONDITION.encodings,
+                  few_step=copy.deepcopy(model.unet))
+    others = [dataclasses.replace(kit, model=setup[0], ldm_path=setup[1], banks={}, label=label,
+                                  few_step=randomised(copy.deepcopy(setup[0].unet), 5))
               for setup, label in ((kc_setup, "kc"), (flow_setup, "flow"))]
     result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", others=others,
                       progress=False)
@@ -245,3 +251,13 @@ def test_evaluate_sets_every_objective_side_by_side(flux_setup, kc_setup, flow_s
     assert result.headline["flux_kc_nmse"] == table.loc["flux_kc_t30_tail1", "nmse"]
     assert result.headline["flow_1_nmse"] == table.loc["flow_1", "nmse"]
     assert result.headline["flux_flow_nmse"] == table.loc["flux_flow_t30_tail1", "nmse"]
+    # the control of the tail's fine-tuning: each objective's one-step sampler run by its tuned copy
+    tuned = table[table["family"] == "few_step_tuned"]
+    assert set(tuned.index) == {"ddim_1_tuned", "decoupled_1_tuned", "flow_1_tuned"}
+    assert (tuned["unet_calls_per_map"] == 1).all()
+    assert table.loc["ddim_1_tuned", "nmse"] == table.loc["ddim_1", "nmse"]
+    assert table.loc["flow_1_tuned", "nmse"] != table.loc["flow_1", "nmse"]
+    assert result.headline["tuned_same_calls_nmse"] == tuned["nmse"].min()
+    served = table.loc["flux_t30_tail1", "nmse"]
+    assert result.headline["flux_vs_tuned_same_calls_nmse_change"] == pytest.approx(served / tuned["nmse"].min() - 1)
+    assert result.headline["flow_1_tuned_nmse"] == table.loc["flow_1_tuned", "nmse"]

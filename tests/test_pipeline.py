@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-STAGES = ("prepare", "train_vae", "train_ldm", "train_ldm_alt", "train_baseline", "build_bank", "tune_tail", "evaluate")
+STAGES = ("prepare", "train_vae", "train_ldm", "train_ldm_alt", "train_baseline", "build_bank", "tune_tail",
+          "tune_few_step", "evaluate")
 TRAINING = ("train_vae", "train_ldm", "train_ldm_alt", "train_baseline")
 
 
@@ -47,17 +48,20 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     for path in ("data/prepared/index.parquet", "models/vae.pt", "models/ldm.pt", "models/alt/kc.pt", "models/alt/flow.pt",
                  "models/baseline.pt",
-                 "models/flux_tail.pt", "plots/evaluate_tradeoff.csv", "plots/evaluate_tradeoff.png"):
+                 "models/flux_tail.pt", "models/few_step/v.pt", "models/few_step/kc.pt", "models/few_step/flow.pt",
+                 "plots/evaluate_tradeoff.csv", "plots/evaluate_tradeoff.png"):
         assert (tmp_path / path).is_file(), path
     for stage in STAGES:
         metrics = json.loads((tmp_path / "metrics" / f"{stage}.json").read_text())
         assert metrics, stage
     assert "test_tx_response" in json.loads((tmp_path / "metrics" / "train_ldm.json").read_text())
     evaluated = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "ddim_same_calls_nmse"} <= set(evaluated)
+    assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "ddim_same_calls_nmse",
+            "flux_vs_tuned_same_calls_nmse_change"} <= set(evaluated)
     methods = {row["method"] for row in json.loads((tmp_path / "plots" / "evaluate_table.json").read_text())}
     assert {"ddpm_full", "ddim_1", "decoupled_1", "flow_1", "flux_t30_tail1", "flux_tuned_t10_tail1",
-            "flux_kc_t30_tail1", "flux_flow_t30_tail1", "baseline"} <= methods
+            "flux_kc_t30_tail1", "flux_flow_t30_tail1", "ddim_1_tuned", "decoupled_1_tuned", "flow_1_tuned",
+            "baseline"} <= methods
     assert set(json.loads((tmp_path / "metrics" / "train_ldm_alt.json").read_text())) == {"kc", "flow"}
     assert "speedup_b1" in first.stdout  # the table printed at the end of the stage
     bank = json.loads((tmp_path / "metrics" / "build_bank.json").read_text())
@@ -94,6 +98,9 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     assert {p.name for p in (tmp_path / "plots" / "ldm_alt").iterdir()} == {"kc_samples.png", "flow_samples.png"}
     client = mlflow.MlflowClient()
     assert "checkpoint" in {a.path for a in client.list_artifacts(by_stage["tune_tail"].info.run_id)}
+    controls = {run.data.tags.get("objective"): run for run in runs if run.data.tags["stage"] == "tune_few_step"}
+    assert set(controls) == {"v", "kc", "flow"}  # the served objective and each alternative
+    assert set(json.loads((tmp_path / "metrics" / "tune_few_step.json").read_text())) == {"v", "kc", "flow"}
     assert "evaluate_tradeoff.png" in {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id)}
     history = mlflow.MlflowClient().get_metric_history(by_stage["train_vae"].info.run_id, "train/loss")
     assert len(history) == 3  # a loss curve, one point per step

@@ -1,5 +1,5 @@
-"""The denoiser's model files: the LDM (tied to its VAE) and its fine-tuned Flux tail (tied to
-the LDM): build, save and load (onto a device). A file paired with another model than the one
+"""The denoiser's model files: the LDM (tied to its VAE), its fine-tuned Flux tail and its
+fine-tuned few-step sampler (each tied to the LDM): build, save and load (onto a device). A file paired with another model than the one
 it was trained on is refused."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from radiodiff.models.unet import ConditionalUNet
 from radiodiff.options import Precision
 from radiodiff.typed_yaml import build
 
-LDM, TAIL = "ldm", "flux_tail"  # the `kind` of each file
+LDM, TAIL, FEW_STEP = "ldm", "flux_tail", "few_step"  # the `kind` of each file
 
 
 def build_unet(cfg: LDMConfig, cond_channels: int, latent_channels: int = 3, device: Device = "cpu") -> ConditionalUNet:
@@ -58,14 +58,33 @@ def load_ldm(path: Path, vae_path: Path, device: Device = "cpu", precision: Prec
 
 def save_tail(path: Path, unet: ConditionalUNet, cfg: FluxConfig, ldm_path: Path) -> None:
     """Write the fine-tuned tail (weights), tied to the denoiser file it was tuned from."""
-    save_model(path, kind=TAIL, state_dict=unet.state_dict(), config={"flux": cfg},
-               extra={"ldm_digest": file_digest(ldm_path)})
+    _save_tuned(path, TAIL, unet, cfg, ldm_path)
 
 
 def load_tail(path: Path, ldm_path: Path, model: LatentDiffusion) -> ConditionalUNet:
     """The fine-tuned tail of `save_tail` on the device of `model`, refused unless it was tuned
     from `ldm_path` (a copy of `model.unet` with the tail's weights)."""
-    payload = load_model_file(path, TAIL)
+    return _load_tuned(path, TAIL, ldm_path, model)
+
+
+def save_few_step(path: Path, unet: ConditionalUNet, cfg: FluxConfig, ldm_path: Path) -> None:
+    """Write the denoiser fine-tuned on its own few-step sampler (the Flux tail's control),
+    tied to the denoiser file it was tuned from."""
+    _save_tuned(path, FEW_STEP, unet, cfg, ldm_path)
+
+
+def load_few_step(path: Path, ldm_path: Path, model: LatentDiffusion) -> ConditionalUNet:
+    """The fine-tuned few-step denoiser of `save_few_step`, as `load_tail` does for the tail."""
+    return _load_tuned(path, FEW_STEP, ldm_path, model)
+
+
+def _save_tuned(path: Path, kind: str, unet: ConditionalUNet, cfg: FluxConfig, ldm_path: Path) -> None:
+    save_model(path, kind=kind, state_dict=unet.state_dict(), config={"flux": cfg},
+               extra={"ldm_digest": file_digest(ldm_path)})
+
+
+def _load_tuned(path: Path, kind: str, ldm_path: Path, model: LatentDiffusion) -> ConditionalUNet:
+    payload = load_model_file(path, kind)
     if payload["extra"]["ldm_digest"] != file_digest(ldm_path):
         raise UserError(f"{path} was fine-tuned from another denoiser than {ldm_path}")
     unet = copy.deepcopy(model.unet)

@@ -51,6 +51,15 @@ class ModelFiles:
         """The denoiser fine-tuned on the Flux tail."""
         return self.folder / "flux_tail.pt"
 
+    @property
+    def few_steps(self) -> Path:
+        """The folder of each objective's denoiser fine-tuned on its own few-step sampler."""
+        return self.folder / "few_step"
+
+    def few_step(self, prediction: str) -> Path:
+        """The `prediction` objective's (v, kc, flow) denoiser fine-tuned on its few-step sampler."""
+        return self.few_steps / f"{prediction}.pt"
+
     def served(self) -> ModelFiles:
         """These files, checked to hold what serving needs (denoiser and VAE): a UserError
         saying how to make them otherwise."""
@@ -63,7 +72,7 @@ class ModelFiles:
 
     def all(self) -> dict[str, Path]:
         """Every model file and folder by name."""
-        return {name: getattr(self, name) for name in ("vae", "ldm", "alternatives", "baseline", "flux_tail")}
+        return {name: getattr(self, name) for name in ("vae", "ldm", "alternatives", "baseline", "flux_tail", "few_steps")}
 
 
 MODELS = ModelFiles()

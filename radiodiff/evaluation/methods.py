@@ -46,7 +46,7 @@ class Method:
 
     name: str
     family: str  # full | reference | ddim | decoupled | flux | flux_tuned | flux_nearest | flux_nearest_any |
-    # flux_cell | control | baseline,
+    # flux_cell | control | baseline | few_step_tuned (a sampler of a denoiser fine-tuned on it),
     # flow | the Flux families of another objective's model suffixed with its label (flux_kc, flux_flow)
     run: RunFn
     unet_calls: int
@@ -69,6 +69,7 @@ class Toolkit:
     encodings: tuple[TxEncoding, ...]  # of the condition, to encode a representative Tx
     banks: dict[int, MidpointBank] = field(default_factory=dict, compare=False)  # opened once per t_mid
     label: str = ""  # names another objective's Flux rows apart (e.g. "kc": flux_kc_t600_tail1)
+    few_step: ConditionalUNet | None = None  # the denoiser fine-tuned on its one-step sampler (tune_few_step)
 
     def family(self, base: str) -> str:
         """A Flux family name for this model: `base`, or `base_label`."""
@@ -104,6 +105,21 @@ def from_noise(kit: Toolkit, model: LatentDiffusion, steps: int, *, family: str)
 
     names = {"full": f"{model.process.name}_full", "reference": f"{model.process.name}_{steps}"}
     return Method(names.get(family, f"{family}_{steps}"), family, run, steps)
+
+
+def tuned_few_step(kit: Toolkit, steps: int) -> Method:
+    """The sampler of `from_noise` with `steps` steps run by `kit.few_step`, the copy that had
+    the Flux tail's extra fine-tuning on this sampler (row `{sampler}_{steps}_tuned`): the
+    control that tells the cached midpoint's gain from the extra training's."""
+    plan = full_plan(kit.model.process, steps)
+    net = kit.few_step
+
+    def run(seed, rows):
+        cond = kit.condition(rows)
+        return stage2_decode(kit.model, kit.start(seed, rows), cond, plan, generator=seeded_generator(seed),
+                             denoise_fn=lambda x, t: net(x, t, cond))
+
+    return Method(f"{kit.model.process.name}_{steps}_tuned", "few_step_tuned", run, steps)
 
 
 def flux_hit(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Method:

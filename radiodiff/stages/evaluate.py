@@ -29,7 +29,7 @@ from radiodiff.devices import device_name, synchronize
 from radiodiff.evaluation.consistency import trajectory_similarity
 from radiodiff.evaluation.distribution import histogram_rows, map_energy, nmse_distribution
 from radiodiff.evaluation.methods import (
-    MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised,
+    MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised, tuned_few_step,
 )
 from radiodiff.evaluation.scenarios import (
     MIN_CAR_RESPONSE, chosen_layouts, load_rows, nearest_distances, new_layout_summary, reuse_columns,
@@ -40,7 +40,9 @@ from radiodiff.evaluation.timing import time_interleaved
 from radiodiff.metrics import nmse, psnr, rmse, ssim, tx_response_ratio
 
 MIN_TX_RESPONSE = 0.8
-FEW_STEP_FAMILIES = ("ddim", "decoupled", "flow")  # the few-step samplers Flux must beat
+# The few-step samplers Flux must beat, the ones fine-tuned with the tail's extra training included.
+FEW_STEP_FAMILIES = ("ddim", "decoupled", "flow", "few_step_tuned")
+TUNED_STEPS = 1  # the tuned few-step control runs the served tail's one network call
 METRICS = ("nmse", "rmse", "ssim", "psnr", "tx_response")
 
 
@@ -97,10 +99,12 @@ def flux_methods(kit: Toolkit, cfg: EvaluateConfig, *, variants: bool = True) ->
 
 def build_methods(kit: Toolkit, cfg: EvaluateConfig, baseline, others: Sequence[Toolkit] = ()) -> list[Method]:
     """Every method of the served model (its samplers, Flux and its variants), the samplers and
-    plain Flux of each of the `others` objectives' models, and the supervised baseline."""
+    plain Flux of each of the `others` objectives' models, each model's one-step sampler run by
+    its fine-tuned copy where it has one (`Toolkit.few_step`), and the supervised baseline."""
     methods = sampler_methods(kit, cfg)
     for other in others:
         methods += sampler_methods(other, cfg, reference=False)
+    methods += [tuned_few_step(k, TUNED_STEPS) for k in (kit, *others) if k.few_step is not None]
     methods += flux_methods(kit, cfg)
     for other in others:
         methods += flux_methods(other, cfg, variants=False)
@@ -265,7 +269,8 @@ def simulator_timing(dataset_dir: Path, maps: MapSet, repeats: int) -> dict[str,
 def headline(table: pd.DataFrame, flux: FluxConfig, others: Sequence[tuple[str, str]] = ()) -> dict[str, float]:
     """The headline figures of the `tx_moved` table: the served Flux setting against the full
     trajectory, the T = 100 reference and the fastest few-step sampler (DDIM, decoupled or flow)
-    at least as accurate, LDM vs baseline, and for each other objective in `others` (its
+    at least as accurate, the best few-step sampler at its network calls with and without the
+    tail's extra fine-tuning (`*_same_calls_*`), LDM vs baseline, and for each other objective in `others` (its
     sampler's name, its label: ("decoupled", "kc"), ("flow", "flow")) its 1- and 5-step samplers
     and plain Flux when evaluated."""
     by_name = table.set_index("method")
@@ -296,6 +301,12 @@ def headline(table: pd.DataFrame, flux: FluxConfig, others: Sequence[tuple[str, 
     if len(same_calls):  # the best few-step sampler paying the Flux tail's network calls per query
         out["ddim_same_calls_nmse"] = float(same_calls.iloc[0]["nmse"])
         out["flux_vs_ddim_same_calls_nmse_change"] = float(served["nmse"] / same_calls.iloc[0]["nmse"] - 1.0)
+    tuned = table[(table["family"] == "few_step_tuned") & (table["unet_calls_per_map"] == served["unet_calls_per_map"])]
+    out.update({f"{name}_nmse": float(value) for name, value in zip(tuned["method"], tuned["nmse"])})
+    if len(tuned):  # the control: the same calls and the tail's extra training, but no cached midpoint
+        best = tuned.sort_values("nmse").iloc[0]
+        out["tuned_same_calls_nmse"] = float(best["nmse"])
+        out["flux_vs_tuned_same_calls_nmse_change"] = float(served["nmse"] / best["nmse"] - 1.0)
     for sampler, label in others:
         second = {f"{sampler}_1_nmse": f"{sampler}_1", f"{sampler}_5_nmse": f"{sampler}_5",
                   f"flux_{label}_nmse": f"flux_{label}_t{flux.t_mid}_tail{flux.tail_steps}"}
@@ -439,7 +450,8 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
                                 cond=kit.maps.cond[shown], title="evaluate: test maps, seed 0")
     figures |= {"evaluate_tradeoff.png": tradeoff_figure(table), "evaluate_samples.png": samples}
     compared = [name for name in dict.fromkeys([*columns.values(), reference_name(
-        (m.name, m.family, m.unet_calls) for m in methods), "flow_1", "decoupled_1", "ddim_1"])
+        (m.name, m.family, m.unet_calls) for m in methods), "flow_1", "decoupled_1", "ddim_1",
+        *(m.name for m in methods if m.family == "few_step_tuned")])
         if name in accuracy.per_map_nmse]
     histogram = histogram_rows(accuracy.per_map_nmse, compared)
     figures["evaluate_nmse_histogram.png"] = nmse_histogram_figure(histogram)

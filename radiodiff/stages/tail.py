@@ -63,7 +63,7 @@ def bank_midpoints(model: LatentDiffusion, ldm_path: Path, bank_dir: Path, cfg: 
     return out
 
 
-def _draw_times(process: DiffusionProcess, t_mid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def draw_path_times(process: DiffusionProcess, t_mid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Half the draws at t_mid itself (the first tail step, which sees z_mid as is), the rest
     uniform on the remaining path from t_mid to the clean end (on the generator's device)."""
     size, device = t_mid.shape[0], generator.device
@@ -93,7 +93,7 @@ def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, s
     def loss_fn(unet, batch, step, generator):
         x0, cond = batch["latent"], batch["cond"]
         z_mid, t_mid = _pick_midpoints(batch, generator, t_mids, midpoints, scene_row)
-        t = _draw_times(process, t_mid, generator)
+        t = draw_path_times(process, t_mid, generator)
         noise = process.implied_noise(z_mid, x0, t_mid)
         x_t = process.add_noise(x0, noise, t)
         return process.training_loss(unet(x_t, t, cond), x0=x0, noise=noise, t=t, x_t=x_t), {}

@@ -1,0 +1,80 @@
+"""tune_few_step: the control of the Flux tail's fine-tuning. A copy of a denoiser gets the
+same extra training as the tail (`flux.tail_tune`: steps, batch, optimiser) but on its own
+few-step sampler's path from pure noise instead of from a bank midpoint, so evaluate can say how
+much of Flux's gain over DDIM-1 (decoupled-1, flow-1) is the cached midpoint and how much is the
+extra training.
+
+The construction is the tail's with the midpoint at the start of the process: x_T is fresh
+noise, half the training times sit at the sampler's first (and, for one step, only) time, the
+rest uniform on the path to the clean end, each with the process's own loss (v, kc or flow).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from radiodiff.artifacts.files import file_digest
+from radiodiff.config import ConditionConfig, FluxConfig
+from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.flux import full_plan, scene_noise, stage2_decode
+from radiodiff.generation import LatentDiffusion
+from radiodiff.metrics import nmse
+from radiodiff.stages.common import batched, dataset_digest, run_folder
+from radiodiff.stages.ldm import LatentDataset, encode_dataset
+from radiodiff.stages.tail import VAL_MAPS, draw_path_times
+from radiodiff.training.batching import loader_factory
+from radiodiff.training.loop import TrainResult, train_loop
+
+KIND = "few_step"  # names its resume folders
+SAMPLER_STEPS = 1  # the sampler tuned for: the served tail's one network call per query
+
+
+def _loss_fn(model: LatentDiffusion):
+    """The process's loss on the sampler's path from pure noise at its start time to x0."""
+    process = model.process
+    start = torch.tensor(process.start_time, device=model.device)
+
+    def loss_fn(unet, batch, step, generator):
+        x0, cond = batch["latent"], batch["cond"]
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype)
+        t = draw_path_times(process, start.expand(x0.shape[0]), generator)
+        x_t = process.add_noise(x0, noise, t)
+        return process.training_loss(unet(x_t, t, cond), x0=x0, noise=noise, t=t, x_t=x_t), {}
+
+    return loss_fn
+
+
+def _val_fn(model: LatentDiffusion, val: RadioMapDataset, seed: int):
+    """NMSE of the `SAMPLER_STEPS`-step sampler from the seeded scene noise on the first
+    validation maps (the start latents evaluate uses)."""
+    plan = full_plan(model.process, SAMPLER_STEPS)
+    batch = next(iter(batched(val, VAL_MAPS)))
+    cond, gain = batch["cond"].to(model.device), batch["gain"]
+    x_start = scene_noise(model.latent_shape(cond)[1:], batch["map_id"].tolist(), seed).to(model.device)
+
+    def val_fn(net, step):
+        pred = stage2_decode(model, x_start, cond, plan, denoise_fn=lambda x, t: net(x, t, cond))
+        return {f"{model.process.name}_{SAMPLER_STEPS}_nmse": float(nmse(pred.float().cpu(), gain).mean())}
+
+    return val_fn
+
+
+def train_few_step(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConfig, *, ldm_path: Path,
+                   dataset_dir: Path, work_dir: Path, log, progress: bool = True) -> TrainResult:
+    """Fine-tune a copy of `model.unet` on its `SAMPLER_STEPS`-step sampler's path with the
+    tail's settings (`cfg.tail_tune`)."""
+    train = RadioMapDataset(dataset_dir, "train", condition.encodings)
+    latents = LatentDataset(train, encode_dataset(model, train))
+    tune = cfg.tail_tune
+    return train_loop(
+        model=copy.deepcopy(model.unet).train(), config=tune.train, log=log, progress=progress,
+        loss_fn=_loss_fn(model),
+        val_fn=_val_fn(model, RadioMapDataset(dataset_dir, "val", condition.encodings), cfg.seeds[0]),
+        batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0,
+                               device=model.device),
+        checkpoint_dir=run_folder(work_dir, KIND, tune, condition, dataset_digest(dataset_dir), file_digest(ldm_path)),
+        name=f"tune_few_step_{model.process.name}",
+    )
