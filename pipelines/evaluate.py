@@ -26,8 +26,8 @@ REGISTRY_TAGS = ("flux_nmse", "flux_ssim", "flux_speedup_b1", "flux_nmse_loss", 
 def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ...], dataset_dir: Path,
               models_dir: Path, bank_dir: Path, device, precision):
     """The served denoiser's toolkit (with its tuned tail), each of the `alternatives`
-    objectives' on the same maps (each toolkit with its copy tuned on its one-step sampler) (labelling its Flux rows with its objective: flux_kc_...,
-    flux_flow_...), and the traffic pairs of the same layouts (None without traffic samples),
+    objectives' on the same maps (labelling its Flux rows with its objective: flux_kc_...,
+    flux_flow_...), each with its copy tuned on its one-step sampler, and the traffic pairs of the same layouts (None without traffic samples),
     on `device` at `precision`."""
     import dataclasses
 

@@ -1,7 +1,7 @@
 """DVC stage `tune_few_step`: the control of tune_tail. Each objective's denoiser (the served
 `ldm` and every `ldm_alt` one) gets the Flux tail's extra fine-tuning (`flux.tail_tune`) on
-its own one-step sampler instead, so evaluate sets DDIM-1, decoupled-1 and flow-1 with the
-same extra training beside Flux. Models in `models/few_step/{objective}.pt`, metrics of all in
+its own sampler at the served tail's calls (`flux.tail_steps`: one) instead, so evaluate sets
+DDIM-1, decoupled-1 and flow-1 with the same extra training beside Flux. Models in `models/few_step/{objective}.pt`, metrics of all in
 one file keyed by objective."""
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def tune_few_step_flow(cfg: FluxConfig, condition: ConditionConfig, objective: s
                             name=f"{STAGE}_{objective}", tags={"objective": objective}) as run:
         result = train_few_step(model, cfg, condition, ldm_path=Path(ldm_path), dataset_dir=Path(dataset_dir),
                                 work_dir=Path(work_dir), log=run.log, progress=is_main)
-        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s, "device": device_name(device),
-                   **{k.replace("/", "_"): v for k, v in result.val_metrics.items()}}
+        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s,
+                   "device": device_name(device), **{k.replace("/", "_"): v for k, v in result.val_metrics.items()}}
         if is_main:
             save_few_step(Path(model_path), result.ema.ema_model, cfg, Path(ldm_path))
             run.log(metrics)

@@ -1,6 +1,6 @@
-"""The denoiser's model files: the LDM (tied to its VAE), its fine-tuned Flux tail and its
-fine-tuned few-step sampler (each tied to the LDM): build, save and load (onto a device). A file paired with another model than the one
-it was trained on is refused."""
+"""The denoiser's model files: the LDM (tied to its VAE), its fine-tuned Flux tail and its copy
+fine-tuned on its few-step sampler (each tied to the LDM): build, save and load (onto a device).
+A file paired with another model than the one it was trained on is refused."""
 
 from __future__ import annotations
 

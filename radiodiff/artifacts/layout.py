@@ -72,7 +72,8 @@ class ModelFiles:
 
     def all(self) -> dict[str, Path]:
         """Every model file and folder by name."""
-        return {name: getattr(self, name) for name in ("vae", "ldm", "alternatives", "baseline", "flux_tail", "few_steps")}
+        names = ("vae", "ldm", "alternatives", "baseline", "flux_tail", "few_steps")
+        return {name: getattr(self, name) for name in names}
 
 
 MODELS = ModelFiles()

@@ -42,7 +42,6 @@ from radiodiff.metrics import nmse, psnr, rmse, ssim, tx_response_ratio
 MIN_TX_RESPONSE = 0.8
 # The few-step samplers Flux must beat, the ones fine-tuned with the tail's extra training included.
 FEW_STEP_FAMILIES = ("ddim", "decoupled", "flow", "few_step_tuned")
-TUNED_STEPS = 1  # the tuned few-step control runs the served tail's one network call
 METRICS = ("nmse", "rmse", "ssim", "psnr", "tx_response")
 
 
@@ -99,12 +98,14 @@ def flux_methods(kit: Toolkit, cfg: EvaluateConfig, *, variants: bool = True) ->
 
 def build_methods(kit: Toolkit, cfg: EvaluateConfig, baseline, others: Sequence[Toolkit] = ()) -> list[Method]:
     """Every method of the served model (its samplers, Flux and its variants), the samplers and
-    plain Flux of each of the `others` objectives' models, each model's one-step sampler run by
-    its fine-tuned copy where it has one (`Toolkit.few_step`), and the supervised baseline."""
+    plain Flux of each of the `others` objectives' models, each model's sampler at the tail's
+    calls run by its fine-tuned copy where it has one (`Toolkit.few_step`), and the supervised
+    baseline."""
     methods = sampler_methods(kit, cfg)
     for other in others:
         methods += sampler_methods(other, cfg, reference=False)
-    methods += [tuned_few_step(k, TUNED_STEPS) for k in (kit, *others) if k.few_step is not None]
+    # tuned at the served tail's calls per query (tune_few_step): run at those
+    methods += [tuned_few_step(k, kit.flux.tail_steps) for k in (kit, *others) if k.few_step is not None]
     methods += flux_methods(kit, cfg)
     for other in others:
         methods += flux_methods(other, cfg, variants=False)
@@ -270,8 +271,8 @@ def headline(table: pd.DataFrame, flux: FluxConfig, others: Sequence[tuple[str, 
     """The headline figures of the `tx_moved` table: the served Flux setting against the full
     trajectory, the T = 100 reference and the fastest few-step sampler (DDIM, decoupled or flow)
     at least as accurate, the best few-step sampler at its network calls with and without the
-    tail's extra fine-tuning (`*_same_calls_*`), LDM vs baseline, and for each other objective in `others` (its
-    sampler's name, its label: ("decoupled", "kc"), ("flow", "flow")) its 1- and 5-step samplers
+    tail's extra fine-tuning (`*_same_calls_*`), LDM vs baseline, and for each other objective
+    in `others` (its sampler's name, its label: ("decoupled", "kc"), ("flow", "flow")) its 1- and 5-step samplers
     and plain Flux when evaluated."""
     by_name = table.set_index("method")
     full = by_name.loc[reference_name(zip(table["method"], table["family"], table["unet_calls_per_map"]))]

@@ -1,6 +1,7 @@
 """tune_few_step: the control of the Flux tail's fine-tuning. A copy of a denoiser gets the
 same extra training as the tail (`flux.tail_tune`: steps, batch, optimiser) but on its own
-few-step sampler's path from pure noise instead of from a bank midpoint, so evaluate can say how
+sampler at the served tail's network calls (`flux.tail_steps`), from pure noise instead of
+from a bank midpoint, so evaluate can say how
 much of Flux's gain over DDIM-1 (decoupled-1, flow-1) is the cached midpoint and how much is the
 extra training.
 
@@ -29,7 +30,6 @@ from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import TrainResult, train_loop
 
 KIND = "few_step"  # names its resume folders
-SAMPLER_STEPS = 1  # the sampler tuned for: the served tail's one network call per query
 
 
 def _loss_fn(model: LatentDiffusion):
@@ -47,34 +47,35 @@ def _loss_fn(model: LatentDiffusion):
     return loss_fn
 
 
-def _val_fn(model: LatentDiffusion, val: RadioMapDataset, seed: int):
-    """NMSE of the `SAMPLER_STEPS`-step sampler from the seeded scene noise on the first
-    validation maps (the start latents evaluate uses)."""
-    plan = full_plan(model.process, SAMPLER_STEPS)
+def _val_fn(model: LatentDiffusion, val: RadioMapDataset, seed: int, steps: int):
+    """NMSE of the `steps`-step sampler from the seeded scene noise on the first validation
+    maps (the start latents evaluate uses)."""
+    plan = full_plan(model.process, steps)
     batch = next(iter(batched(val, VAL_MAPS)))
     cond, gain = batch["cond"].to(model.device), batch["gain"]
     x_start = scene_noise(model.latent_shape(cond)[1:], batch["map_id"].tolist(), seed).to(model.device)
 
     def val_fn(net, step):
         pred = stage2_decode(model, x_start, cond, plan, denoise_fn=lambda x, t: net(x, t, cond))
-        return {f"{model.process.name}_{SAMPLER_STEPS}_nmse": float(nmse(pred.float().cpu(), gain).mean())}
+        return {f"{model.process.name}_{steps}_nmse": float(nmse(pred.float().cpu(), gain).mean())}
 
     return val_fn
 
 
 def train_few_step(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConfig, *, ldm_path: Path,
                    dataset_dir: Path, work_dir: Path, log, progress: bool = True) -> TrainResult:
-    """Fine-tune a copy of `model.unet` on its `SAMPLER_STEPS`-step sampler's path with the
-    tail's settings (`cfg.tail_tune`)."""
+    """Fine-tune a copy of `model.unet` on the path of its sampler at `cfg.tail_steps` steps
+    with the tail's settings (`cfg.tail_tune`)."""
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     latents = LatentDataset(train, encode_dataset(model, train))
     tune = cfg.tail_tune
     return train_loop(
         model=copy.deepcopy(model.unet).train(), config=tune.train, log=log, progress=progress,
         loss_fn=_loss_fn(model),
-        val_fn=_val_fn(model, RadioMapDataset(dataset_dir, "val", condition.encodings), cfg.seeds[0]),
+        val_fn=_val_fn(model, RadioMapDataset(dataset_dir, "val", condition.encodings), cfg.seeds[0], cfg.tail_steps),
         batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0,
                                device=model.device),
-        checkpoint_dir=run_folder(work_dir, KIND, tune, condition, dataset_digest(dataset_dir), file_digest(ldm_path)),
+        checkpoint_dir=run_folder(work_dir, KIND, tune, cfg.tail_steps, condition, dataset_digest(dataset_dir),
+                                  file_digest(ldm_path)),
         name=f"tune_few_step_{model.process.name}",
     )
