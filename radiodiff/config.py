@@ -20,7 +20,7 @@ from radiodiff.options import (
 )
 from radiodiff.training.config import LoopConfig
 from radiodiff.tune_config import TuneConfig
-from radiodiff.typed_yaml import build
+from radiodiff.typed_yaml import build, cut
 
 SOURCE_MAP_SIZE = 256  # RadioMapSeer maps are 256 x 256 pixels of 1 m
 
@@ -239,6 +239,8 @@ class FluxConfig:
             raise ValueError(f"splits must be among {list(SPLITS)}, got {list(self.splits)}")
         if self.prefix_steps < 1 or self.tail_steps < 1:
             raise ValueError("prefix_steps and tail_steps must be >= 1")
+        if not 0.0 <= self.nearest_max_distance <= 1.0:  # an RMS difference of occupancies in [0, 1]
+            raise ValueError(f"nearest_max_distance must be in [0, 1], got {self.nearest_max_distance}")
         check_device_spec(self.device, "flux.device")
 
 
@@ -309,13 +311,53 @@ _ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+
                                     list("-+0123456789"))
 
 
+MAX_PARAMS_BYTES = 256 * 1024  # the shipped files are ~6 KB; a bigger one is a mistake, refused before parsing
+MAX_PARAMS_NODES = 20_000  # YAML nodes after aliases expand (the shipped file has a few hundred)
+
+
+def _expanded_nodes(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for once every alias is expanded, memoised on node identity:
+    an alias is the same node object, so this is linear in the document while the expansion
+    (what a builder walks) can be exponential."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # a recursive alias counts once here, and the builder refuses its type
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_nodes(k, sizes) + _expanded_nodes(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_nodes(item, sizes) for item in node.value)
+    else:
+        total = 1
+    sizes[id(node)] = min(total, MAX_PARAMS_NODES + 1)  # capped: the count itself cannot blow up
+    return sizes[id(node)]
+
+
+def _parse_yaml(text: str) -> object:
+    """YAML text to plain values, refusing documents whose aliases expand past MAX_PARAMS_NODES."""
+    loader = _ParamsLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_nodes(node, {}) > MAX_PARAMS_NODES:
+            raise UserError(f"more than {MAX_PARAMS_NODES} values once YAML aliases expand (an alias bomb?)")
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Parse and check a params file; any problem is a one-line `UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_PARAMS_BYTES:
+        raise UserError(f"{path}: {size} bytes, more than a params file can be ({MAX_PARAMS_BYTES} bytes)")
     try:
-        raw = yaml.load(path.read_text(), Loader=_ParamsLoader)  # a SafeLoader: builds no objects
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raw = _parse_yaml(path.read_text())  # a SafeLoader: builds no objects
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not valid YAML ({cut(first_line)})") from None
     return build(Params, raw, where=str(path))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import reprlib
 import types
 import typing
 from typing import Any, TypeVar
@@ -18,6 +19,26 @@ from typing import Any, TypeVar
 from radiodiff.errors import UserError
 
 T = TypeVar("T")
+
+SHOWN_CHARS = 60  # the most of a user's value an error message quotes
+MESSAGE_CHARS = 300  # the most of a check's own message: a one-line error stays readable
+
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxlist, _short.maxtuple, _short.maxdict = 2, 4, 4, 4
+_short.maxstring = _short.maxother = _short.maxlong = SHOWN_CHARS
+
+
+def shown(value: Any) -> str:
+    """`value` as an error message quotes it: its repr, cut to about SHOWN_CHARS characters, so
+    a huge or deeply nested value (a YAML alias bomb, a pasted array) cannot flood the line."""
+    text = _short.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
+def cut(message: str, limit: int = MESSAGE_CHARS) -> str:
+    """A message cut to `limit` characters on one line."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
 def build(cls: type[T], raw: Any, where: str) -> T:
@@ -31,12 +52,12 @@ def build(cls: type[T], raw: Any, where: str) -> T:
     # YAML keys may be numbers, null or text with line breaks: shown escaped, sorted as text.
     unknown = sorted(repr(str(key))[1:-1] for key in set(raw) - set(fields))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise UserError(cut(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}", 600))
     values = {name: convert(hints[name], raw[name], f"{where}.{name}") for name in fields if name in raw}
     try:
         return cls(**values)
     except (ValueError, TypeError, UserError) as exc:
-        raise UserError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {cut(str(exc))}") from None
 
 
 def convert(hint: Any, value: Any, where: str) -> Any:
@@ -53,7 +74,7 @@ def convert(hint: Any, value: Any, where: str) -> Any:
     if origin is dict:
         _, value_type = typing.get_args(hint)
         if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
+            raise UserError(f"{where}: expected a mapping, got {shown(value)}")
         return {str(k): convert(value_type, v, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
@@ -65,7 +86,7 @@ def convert(hint: Any, value: Any, where: str) -> Any:
 def _convert_tuple(hint: Any, value: Any, where: str) -> tuple:
     args = typing.get_args(hint)
     if not isinstance(value, list | tuple):
-        raise UserError(f"{where}: expected a YAML list, got {value!r}")
+        raise UserError(f"{where}: expected a YAML list, got {shown(value)}")
     if len(args) == 2 and args[1] is Ellipsis:
         return tuple(convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if len(args) != len(value):
@@ -78,7 +99,7 @@ def _convert_enum(hint: type[enum.Enum], value: Any, where: str) -> enum.Enum:
         return hint(value)
     except ValueError:
         choices = ", ".join(str(m.value) for m in hint)
-        raise UserError(f"{where}: {value!r} is not one of: {choices}") from None
+        raise UserError(f"{where}: {shown(value)} is not one of: {choices}") from None
 
 
 def _convert_scalar(hint: Any, value: Any, where: str) -> Any:
@@ -90,14 +111,14 @@ def _convert_scalar(hint: Any, value: Any, where: str) -> Any:
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         # YAML's .nan and .inf mean no setting; an integer past float range would overflow.
         if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, int) and abs(value) > 1e300):
-            raise UserError(f"{where}: expected a finite number, got {value!r}")
+            raise UserError(f"{where}: expected a finite number, got {shown(value)}")
         return float(value)
     if hint is str and isinstance(value, str):
         return value
     if hint is Any:
         return value
     name = getattr(hint, "__name__", str(hint))
-    raise UserError(f"{where}: expected {name}, got {value!r} ({type(value).__name__})")
+    raise UserError(f"{where}: expected {name}, got {shown(value)} ({type(value).__name__})")
 
 
 def plain(config: Any) -> Any:

@@ -141,6 +141,8 @@ def test_an_unknown_key_beside_any_setting_is_refused(leaf, key):
     ("vae: {train: {total_steps: 0}}\n", "vae.train: total_steps"),
     (b"\xff\xfeprepare: 1", "not valid YAML"),
     ("prepare: !!python/object/apply:os.getcwd []\n", "not valid YAML"),
+    ("flux: {nearest_max_distance: -1}\n", "nearest_max_distance must be in [0, 1]"),
+    ("prepare: " + "[" * 5000 + "]" * 5000 + "\n", "params.yaml"),  # nesting past the parser's stack
 ])
 def test_params_mistakes_found_by_the_properties(text, fragment):
     with tempfile.TemporaryDirectory() as folder:
@@ -149,3 +151,39 @@ def test_params_mistakes_found_by_the_properties(text, fragment):
         with pytest.raises(UserError) as refused:
             load_params(path)
     assert fragment in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("levels", [7, 9])
+def test_a_yaml_alias_bomb_is_refused_fast_in_one_short_line(levels, tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("prepare:\n  seed: [" + ", ".join(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" if i else
+                                                     "&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"
+                                                     for i in range(levels)) + "]\n")
+    assert path.stat().st_size < 2000
+    with pytest.raises(UserError) as refused:
+        load_params(path)
+    message = str(refused.value)
+    assert "alias" in message and "\n" not in message and len(message) < 400, message
+
+
+def test_a_few_aliases_still_load(tmp_path):
+    """Anchors are YAML a user may write: a small expansion is not refused."""
+    path = tmp_path / "params.yaml"
+    path.write_text("vae: {train: &loop {total_steps: 7}}\nbaseline: {train: *loop}\n")
+    params = load_params(path)
+    assert params.vae.train.total_steps == params.baseline.train.total_steps == 7
+
+
+def test_a_huge_value_is_quoted_short(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("prepare: {seed: [" + ", ".join(["123456789"] * 5_000) + "]}\n")
+    with pytest.raises(UserError) as refused:
+        load_params(path)
+    assert "prepare.seed" in str(refused.value) and len(str(refused.value)) < 200, str(refused.value)
+
+
+def test_an_oversized_params_file_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("prepare: {seed: 1}\n" + "# padding\n" * 60_000)
+    with pytest.raises(UserError, match="bytes, more than a params file can be"):
+        load_params(path)
