@@ -121,6 +121,15 @@ class FluxPredictor:
         self.resolution = resolution
         self.bank, self.tail = bank, tail
         self.plan = flux_plan(model.process, flux.t_mid, flux.prefix_steps, flux.tail_steps)
+        # Set by `from_files` when `flux.use_tuned_tail` asks for a tail file that is not there:
+        # the plain tail then serves (a different, less accurate map), which callers must report.
+        self.missing_tail: Path | None = None
+        self.bank_write_error: str | None = None  # why the last put failed (a read-only bank); None if it did not
+
+    @property
+    def tail_name(self) -> str:
+        """Which stage-2 network serves: "tuned" (the fine-tuned tail) or "plain" (the denoiser)."""
+        return "plain" if self.tail is None else "tuned"
 
     @classmethod
     def from_files(cls, *, ldm_path: Path, vae_path: Path, flux: FluxConfig, resolution: int,
@@ -137,9 +146,12 @@ class FluxPredictor:
         try:
             bank = None if bank_dir is None else MidpointBank(bank_dir, bank_key(model, Path(ldm_path), flux,
                                                                                   flux.t_mid))
-            return cls(model=model, condition=condition, flux=flux, resolution=resolution, bank=bank, tail=tail)
+            predictor = cls(model=model, condition=condition, flux=flux, resolution=resolution, bank=bank, tail=tail)
         except ValueError as exc:  # params that do not fit this model (t_mid beyond T, resolution)
             raise UserError(f"flux/prepare params do not fit {ldm_path}: {exc}") from None
+        if flux.use_tuned_tail and not use_tail:  # asked for, absent: the caller must say so
+            predictor.missing_tail = Path(tail_path) if tail_path is not None else None
+        return predictor
 
     @property
     def device(self) -> torch.device:
@@ -156,18 +168,22 @@ class FluxPredictor:
         samples `[Q, H, W]` when samples > 1 else None, bank stats).
 
         Stats count one lookup per distinct layout and sample: `bank_hits` (exact scene),
-        `bank_nearest` (a similar stored layout), `bank_misses` (computed, then stored).
+        `bank_nearest` (a similar stored layout), `bank_misses` (computed, then stored), and
+        `bank_unstored` (misses the bank could not take: the map is served all the same,
+        and `bank_write_error` says why). A call's misses go into the bank as one part file.
         """
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         if not queries:
             raise ValueError("predict needs at least one query")
         ids, layouts, rows = self._layouts(queries)
-        stats = Counter({"bank_hits": 0, "bank_nearest": 0, "bank_misses": 0})
+        stats = Counter({"bank_hits": 0, "bank_nearest": 0, "bank_misses": 0, "bank_unstored": 0})
+        to_store: list[Midpoint] = []
         with torch.no_grad():
             cond = torch.from_numpy(np.stack([self._condition(q) for q in queries]))
-            maps = [self._sample(ids, layouts, rows, cond, sample_seed(self.flux.seeds, k), stats)
+            maps = [self._sample(ids, layouts, rows, cond, sample_seed(self.flux.seeds, k), stats, to_store)
                     for k in range(samples)]
+        self._store(to_store, stats)
         stacked = torch.stack(maps).float().cpu().numpy()  # [K, Q, H, W]
         std = stacked.std(axis=0).astype(np.float32) if samples > 1 else None
         return stacked.mean(axis=0).astype(np.float32), std, dict(stats)
@@ -190,17 +206,31 @@ class FluxPredictor:
     def _condition(self, query: Query) -> np.ndarray:
         return encode_condition(query.buildings, query.cars, query.tx[0], query.tx[1], self.condition.encodings)
 
+    def _store(self, computed: list[Midpoint], stats: Counter) -> None:
+        """Put the computed midpoints into the bank in one part; a bank that cannot be written
+        (read-only, full disk) loses only the cache, never the answer."""
+        if self.bank is None or not computed:
+            return
+        try:
+            self.bank.put(computed)
+            self.bank_write_error = None
+        except OSError as exc:
+            stats["bank_unstored"] += len(computed)
+            self.bank_write_error = f"{self.bank.root}: {exc.strerror or exc}"
+
     def _sample(self, ids: list[int], layouts: np.ndarray, rows: list[int], cond: torch.Tensor, seed: int,
-                stats: Counter) -> torch.Tensor:
+                stats: Counter, to_store: list[Midpoint]) -> torch.Tensor:
         """Gain `[Q, H, W]` of one sample: midpoints of the layouts, then one batched stage 2."""
-        midpoints = self._midpoints(ids, layouts, seed, stats)[rows]
+        midpoints = self._midpoints(ids, layouts, seed, stats, to_store)[rows]
         cond = cond.to(self.model.device)
         denoise_fn = None if self.tail is None else (lambda x, t: self.tail(x, t, cond))
         return stage2_decode(self.model, midpoints, cond, self.plan, denoise_fn=denoise_fn)[:, 0]
 
-    def _midpoints(self, ids: list[int], layouts: np.ndarray, seed: int, stats: Counter) -> torch.Tensor:
+    def _midpoints(self, ids: list[int], layouts: np.ndarray, seed: int, stats: Counter,
+                   to_store: list[Midpoint]) -> torch.Tensor:
         """Stage-1 midpoints `[L, 3, h, w]` of the layouts for `seed`: from the bank where it
-        has them (exact scene first, then nearest), computed for the rest and stored."""
+        has them (exact scene first, then nearest), computed for the rest (appended to
+        `to_store`, for the bank)."""
         found: list[np.ndarray | None] = [None] * len(ids)
         if self.bank is not None:
             for i, scene in enumerate(ids):
@@ -219,7 +249,7 @@ class FluxPredictor:
                 found[i] = latent.numpy()
             if self.bank is not None:
                 stats["bank_misses"] += len(missing)
-                self.bank.put([Midpoint(ids[i], found[i], layout_embedding(layouts[i]), seed=seed) for i in missing])
+                to_store.extend(Midpoint(ids[i], found[i], layout_embedding(layouts[i]), seed=seed) for i in missing)
         return torch.stack([torch.from_numpy(np.asarray(latent, dtype=np.float32)) for latent in found])
 
     def _stage1(self, ids: list[int], layouts: np.ndarray, seed: int) -> torch.Tensor:

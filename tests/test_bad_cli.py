@@ -274,7 +274,20 @@ PREDICT_MISTAKES = {
                       "not binary"),
     "cars-wrong-size": (lambda f: ["--cars", str(write_png(f / "c.png", np.zeros((64, 64), np.uint8)))], "256x256"),
     "missing-cars": (lambda f: ["--cars", str(f / "absent.png")], "file not found"),
+    "cars-is-a-directory": (lambda f: (f / "cars").mkdir() or ["--cars", str(f / "cars")], "is a directory"),
+    "cars-only-in-alpha": (lambda f: ["--cars", str(_alpha_only_png(f / "c.png"))], "transparent pixels"),
+    "samples-unbounded": (lambda f: ["--samples", "1000"], "--samples must be in 1..64"),
+    "threads-unbounded": (lambda f: ["--threads", "1000000"], "this machine's cores"),
 }
+
+
+def _alpha_only_png(path: Path) -> Path:
+    """An RGBA mask whose colour is black everywhere and whose occupied pixels are only opaque:
+    read as gray it would be all free."""
+    rgba = np.zeros((256, 256, 4), np.uint8)
+    rgba[100:140, 100:140, 3] = 255
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    return path
 
 
 def _garbage_models(folder: Path) -> Path:
@@ -320,3 +333,92 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(models, tmp_path, 
         argv = ["simulate", "--buildings", str(buildings), "--tx", "2", "2", "--out", str(tmp_path / "g.png")]
     code, _, err = _run(argv, capsys)
     assert_refused(code, err, tmp_path, before, "No space left on device", "g.png")
+
+
+def test_predict_buildings_that_are_a_directory_or_only_alpha_are_refused(models, tmp_path, capsys):
+    (tmp_path / "layout").mkdir()
+    for buildings, fragment in ((tmp_path / "layout", "is a directory"),
+                                (_alpha_only_png(tmp_path / "b.png"), "transparent pixels")):
+        before = files_under(tmp_path)
+        code, _, err = _run(_predict(models, tmp_path, buildings, (2, 2)), capsys)
+        assert_refused(code, err, tmp_path, before, fragment)
+
+
+def test_an_opaque_rgba_mask_reads_as_its_gray_values(tmp_path):
+    from radiodiff.data.layout import read_mask_png
+
+    rgba = np.zeros((256, 256, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[10:20, 30:40, :3] = 255
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "m.png")
+    mask = read_mask_png(tmp_path / "m.png")
+    assert mask.sum() == 100 and mask[10:20, 30:40].all()
+
+
+def _queries_file(folder: Path, lines: list[str]) -> Path:
+    write_png(folder / "b.png", _blocks(1, 4))
+    path = folder / "q.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _batch(models: Path, queries: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", "--queries", str(queries), "--out", str(out), "--models", str(models / "models"),
+            "--params", str(models / "params.yaml"), *extra]
+
+
+def test_predict_queries_nested_json_is_one_line(models, tmp_path, capsys):
+    queries = _queries_file(tmp_path, ['{"buildings": "b.png", "tx": [2, 2]}', "[" * 100_000 + "]" * 100_000])
+    before = files_under(tmp_path)
+    code, _, err = _run(_batch(models, queries, tmp_path / "maps"), capsys)
+    assert_refused(code, err, tmp_path, before, "line 2", "nested too deeply")
+
+
+def test_predict_queries_into_an_unwritable_parent_is_one_line(models, tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile as tempfile_module
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    queries = _queries_file(tmp_path, ['{"buildings": "b.png", "tx": [2, 2]}'])
+    monkeypatch.setattr(tempfile_module, "mkdtemp", read_only)
+    before = files_under(tmp_path)
+    code, _, err = _run(_batch(models, queries, tmp_path / "maps"), capsys)
+    assert_refused(code, err, tmp_path, before, "cannot write --out", "Permission denied")
+
+
+def test_predict_queries_rerun_replaces_an_earlier_longer_run(models, tmp_path, capsys):
+    three = _queries_file(tmp_path, ['{"buildings": "b.png", "tx": [2, 2]}'] * 3)
+    assert _run(_batch(models, three, tmp_path / "maps"), capsys)[0] == 0
+    one = _queries_file(tmp_path, ['{"buildings": "b.png", "tx": [2, 2]}'])
+    assert _run(_batch(models, one, tmp_path / "maps"), capsys)[0] == 0
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["00000.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".maps")]  # no temporary folder left
+
+
+def test_predict_queries_refuses_a_folder_of_other_files(models, tmp_path, capsys):
+    queries = _queries_file(tmp_path, ['{"buildings": "b.png", "tx": [2, 2]}'])
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "notes.txt").write_text("mine")
+    before = files_under(tmp_path)
+    code, _, err = _run(_batch(models, queries, tmp_path / "maps"), capsys)
+    assert_refused(code, err, tmp_path, before, "holds files predict did not write", "notes.txt")
+
+
+def test_predict_on_a_miss_in_a_read_only_bank_serves_and_warns_once(models, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import radiodiff.bank.store as store
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    queries = _queries_file(tmp_path, ['{"buildings": "b.png", "tx": [2, 2]}'] * 3)
+    (tmp_path / "bank").mkdir()
+    monkeypatch.setattr(store, "write_part", read_only)
+    code, out, err = _run(_batch(models, queries, tmp_path / "maps", "--bank", str(tmp_path / "bank")), capsys)
+    assert code == 0, err
+    assert len(list((tmp_path / "maps").iterdir())) == 3 and not list((tmp_path / "bank").iterdir())
+    assert err.count("not stored") == 1 and "Permission denied" in err, err
+    assert "3 miss" in out  # each query missed: nothing could be stored for the next

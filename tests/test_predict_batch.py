@@ -40,7 +40,7 @@ def test_batch_with_a_bank_stores_misses_for_the_queries_after_them(served, tmp_
     assert main(args) == 0
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(rf"wrote 4 maps to {re.escape(str(tmp_path / 'maps'))} \(32x32, 1 sample, "
-                        r"bank: 1 hit, 1 nearest, 2 miss, median \d+ ms/map on cpu\)", line), line
+                        r"bank: 1 hit, 1 nearest, 2 miss, tail: plain, median \d+ ms/map on cpu\)", line), line
     assert main(args) == 0  # a warm bank: the same file again is all hits, a_near still nearest
     assert "bank: 3 hit, 1 nearest, 0 miss" in capsys.readouterr().out
     assert len(list(bank.glob("*.parquet"))) == 2  # one part per miss

@@ -21,7 +21,10 @@ Every input is checked before the model runs; outputs are written atomically.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import statistics
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,6 +35,8 @@ from radiodiff.artifacts.layout import MODELS, ModelFiles
 from radiodiff.errors import UserError
 
 STD_FULL_SCALE = 0.5  # the largest std of values in [0, 1]: written as gray 255
+MAX_SAMPLES = 64  # seeds one query may average: the spread of the mean has settled long before
+OUTPUT_NAME = re.compile(r"^\d{5,}\.png$")  # the maps `--queries` writes: 00000.png, 00001.png, ...
 
 
 def add_parser(subparsers) -> None:
@@ -53,7 +58,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--full-resolution", action="store_true",
                         help="write 256x256 maps on the layout's grid instead of the model's resolution")
     parser.add_argument("--bank", type=Path, metavar="PATH", help="midpoint bank directory (default: no bank)")
-    parser.add_argument("--samples", type=int, default=1, metavar="K", help="seeds averaged (default 1)")
+    parser.add_argument("--samples", type=int, default=1, metavar="K",
+                        help=f"seeds averaged (default 1, at most {MAX_SAMPLES})")
     parser.add_argument("--uncertainty", type=Path, metavar="FILE.png",
                         help="with --samples K > 1: per-pixel std PNG (255 = std 0.5)")
     parser.add_argument("--models", type=Path, default=MODELS.folder, metavar="DIR",
@@ -63,8 +69,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", metavar="DEVICE",
                         help="auto, cpu, cuda or cuda:N (default: RADIODIFF_DEVICE, else params flux.device)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="torch threads (default 1: a one-map query gains little from more, and on a "
-                             "busy machine two threads stall each other)")
+                        help="torch threads, at most this machine's cores (default 1: a one-map query gains "
+                             "little from more, and on a busy machine two threads stall each other)")
     parser.set_defaults(func=run)
 
 
@@ -104,9 +110,27 @@ def run(args: argparse.Namespace) -> int:
         written += f" and {args.uncertainty}"
     side = gain.shape[-1]
     plural = "" if args.samples == 1 else "s"
+    _warn_unstored(predictor, stats)
+    _warn_missing_tail(predictor)
     print(f"wrote {written} ({side}x{side}, {args.samples} sample{plural}, "
-          f"bank: {_bank_outcome(stats, args.bank is not None)}, {elapsed_ms:.0f} ms on {predictor.device})")
+          f"bank: {_bank_outcome(stats, args.bank is not None)}, tail: {predictor.tail_name}, "
+          f"{elapsed_ms:.0f} ms on {predictor.device})")
     return 0
+
+
+def _warn_missing_tail(predictor) -> None:
+    """One stderr line, beside the result line, when the asked-for tuned tail was absent."""
+    if predictor.missing_tail is not None:
+        print(f"warning: {predictor.missing_tail} not found: served with the plain tail (a less accurate "
+              "map); run `dvc repro tune_tail`, or set flux.use_tuned_tail: false to silence this",
+              file=sys.stderr)
+
+
+def _warn_unstored(predictor, stats) -> None:
+    """One stderr line when misses were served but the bank could not store them."""
+    if stats["bank_unstored"]:
+        print(f"warning: {stats['bank_unstored']} computed midpoint(s) not stored ({predictor.bank_write_error}); "
+              "the maps are served, the bank is unchanged", file=sys.stderr)
 
 
 def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
@@ -114,34 +138,45 @@ def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
     queries after it), writing the gain of query i to `--out`/i.png (zero-padded) atomically."""
     from radiodiff.serve import at_layout_resolution
 
-    args.out.mkdir(exist_ok=True)
+    from radiodiff.io import atomic_dir
+
     digits = max(5, len(str(len(queries) - 1)))
     totals = Counter()
     seconds = []
-    for i, query in enumerate(queries):
-        start = time.perf_counter()
-        gain, _, stats = predictor.predict([query], samples=args.samples)
-        if args.full_resolution:
-            gain = at_layout_resolution(gain, [query])
-        seconds.append(time.perf_counter() - start)
-        totals.update(stats)
-        _write_png(args.out / f"{i:0{digits}d}.png", np.rint(gain[0] * 255.0))
+    # The maps go into a fresh folder swapped in at the end: an interrupted run leaves the old
+    # folder as it was, and a rerun never leaves an earlier, longer run's maps beside its own.
+    try:
+        with atomic_dir(args.out) as folder:
+            for i, query in enumerate(queries):
+                start = time.perf_counter()
+                gain, _, stats = predictor.predict([query], samples=args.samples)
+                if args.full_resolution:
+                    gain = at_layout_resolution(gain, [query])
+                seconds.append(time.perf_counter() - start)
+                totals.update(stats)
+                _write_png(folder / f"{i:0{digits}d}.png", np.rint(gain[0] * 255.0))
+                if stats["bank_unstored"] and totals["bank_unstored"] == stats["bank_unstored"]:
+                    _warn_unstored(predictor, stats)  # once, at the first miss it could not store
+    except OSError as exc:  # a read-only or full parent folder: the user's to fix
+        raise UserError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
     side = gain.shape[-1]
     plural = "" if args.samples == 1 else "s"
     bank = "none" if args.bank is None else ", ".join(
         f"{totals[name]} {word}" for name, word in (("bank_hits", "hit"), ("bank_nearest", "nearest"),
                                                      ("bank_misses", "miss")))
+    _warn_missing_tail(predictor)
     print(f"wrote {len(queries)} maps to {args.out} ({side}x{side}, {args.samples} sample{plural}, "
-          f"bank: {bank}, median {1e3 * statistics.median(seconds):.0f} ms/map on {predictor.device})")
+          f"bank: {bank}, tail: {predictor.tail_name}, median {1e3 * statistics.median(seconds):.0f} ms/map on {predictor.device})")
     return 0
 
 
 def _check_options(args: argparse.Namespace) -> None:
     """Reject flag mistakes before reading any file."""
-    if args.samples < 1:
-        raise UserError(f"--samples must be >= 1, got {args.samples}")
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must be in 1..{MAX_SAMPLES}, got {args.samples}")
+    cores = os.cpu_count() or 1
+    if not 1 <= args.threads <= cores:
+        raise UserError(f"--threads must be in 1..{cores} (this machine's cores), got {args.threads}")
     if args.device is not None:
         from radiodiff.devices import check_device_spec
 
@@ -176,6 +211,11 @@ def _check_batch_options(args: argparse.Namespace) -> None:
         raise UserError(f"--out: with --queries it is an output folder, and {args.out} is a file")
     if not args.out.parent.is_dir():
         raise UserError(f"--out: folder {args.out.parent} does not exist")
+    if args.out.is_dir():  # it is replaced whole: only a folder of an earlier run's maps may be
+        foreign = sorted(p.name for p in args.out.iterdir() if not OUTPUT_NAME.match(p.name))
+        if foreign:
+            raise UserError(f"--out {args.out} holds files predict did not write ({', '.join(foreign[:3])}"
+                            f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder")
 
 
 def _bank_outcome(stats: dict, has_bank: bool) -> str:

@@ -60,6 +60,8 @@ def _lines(path: Path):
             fields = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        except RecursionError:  # deeply nested arrays: no query is nested at all
+            raise UserError(f"{path} line {number}: JSON nested too deeply to be a query") from None
         if not isinstance(fields, dict):
             raise UserError(f"{path} line {number}: expected a JSON object, got {type(fields).__name__}")
         yield number, fields
