@@ -73,6 +73,7 @@ def build_bank_flow(cfg: FluxConfig, alternatives: tuple[str, ...] = (), dataset
     """Fan chunks of scenes out over the task runner, for the served denoiser (`cfg.splits`) and
     each of the `alternatives` objectives' (`ALT_SPLITS`); log bank size, build time and the bank."""
     from radiodiff.artifacts.denoiser import load_ldm
+    from radiodiff.bank import set_sealed
     from radiodiff.devices import device_name, resolve_device
     from radiodiff.stages.bank import bank_summary
 
@@ -83,9 +84,11 @@ def build_bank_flow(cfg: FluxConfig, alternatives: tuple[str, ...] = (), dataset
     models = [load_ldm(path, vae_path)[0] for path, _ in jobs]  # fails fast, as one line, on missing models
     with tracking.stage_run("build_bank", {"flux": cfg}) as run:
         started = time.perf_counter()
+        set_sealed(Path(bank_dir), False)  # this stage owns the bank: open it for its own writes
         chunks = [chunk for path, splits in jobs
                   for chunk in _chunks(cfg, splits, dataset_dir, str(path), str(vae_path), bank_dir)]
         written = sum(prefect_map(build_chunk, chunks))
+        set_sealed(Path(bank_dir), True)  # a pipeline output from here on: servers store misses beside it
         entries = [int(bank_summary(model, path, Path(bank_dir), cfg)["entries"].sum())
                    for model, (path, _) in zip(models, jobs)]
         metrics = {"scenes": sum(len(c.rows) for c in chunks if c.ldm_path == str(jobs[0][0])),

@@ -23,7 +23,8 @@ import torch
 
 from radiodiff.artifacts.denoiser import load_ldm, load_tail
 from radiodiff.artifacts.keys import bank_key
-from radiodiff.bank import Midpoint, MidpointBank, layout_embedding
+from radiodiff.bank import BankError, Midpoint, MidpointBank, ServingBank, layout_embedding
+from radiodiff.bank.serving import open_bank
 from radiodiff.bank.embedding import GRID
 from radiodiff.config import SOURCE_MAP_SIZE, ConditionConfig, FluxConfig
 from radiodiff.data.conditions import encode_condition
@@ -107,7 +108,7 @@ class FluxPredictor:
     """
 
     def __init__(self, *, model: LatentDiffusion, condition: ConditionConfig, flux: FluxConfig, resolution: int,
-                 bank: MidpointBank | None = None, tail: ConditionalUNet | None = None) -> None:
+                 bank: MidpointBank | ServingBank | None = None, tail: ConditionalUNet | None = None) -> None:
         factor = model.vae.downsample_factor
         if SOURCE_MAP_SIZE % resolution or resolution % GRID or resolution % factor:
             raise ValueError(f"resolution {resolution} must divide {SOURCE_MAP_SIZE} and be a multiple of "
@@ -134,18 +135,21 @@ class FluxPredictor:
     @classmethod
     def from_files(cls, *, ldm_path: Path, vae_path: Path, flux: FluxConfig, resolution: int,
                    tail_path: Path | None = None, bank_dir: Path | None = None,
-                   device: str | None = None) -> FluxPredictor:
+                   serving_bank_dir: Path | None = None, device: str | None = None) -> FluxPredictor:
         """Load the model files once, onto `device` (a flag's spec; None: RADIODIFF_DEVICE, else
         `flux.device`) at `flux.precision`. The tail is used when `flux.use_tuned_tail` and
-        `tail_path` exists; `bank_dir` (created on the first miss) holds this model's midpoints."""
+        `tail_path` exists; `bank_dir` (created on the first miss) holds this model's midpoints.
+        A bank sealed by `build_bank`, or any bank when `serving_bank_dir` is given, is only
+        read: misses go to `serving_bank_dir` (default `<bank_dir>-serving`, see
+        `radiodiff.bank.serving`)."""
         placed = resolve_device(flux.device, device)
         precision = resolve_precision(flux.precision, placed)
         model, _, condition = load_ldm(Path(ldm_path), Path(vae_path), placed, precision)
         use_tail = flux.use_tuned_tail and tail_path is not None and Path(tail_path).is_file()
         tail = load_tail(Path(tail_path), Path(ldm_path), model) if use_tail else None
         try:
-            bank = None if bank_dir is None else MidpointBank(bank_dir, bank_key(model, Path(ldm_path), flux,
-                                                                                  flux.t_mid))
+            bank = None if bank_dir is None else open_bank(bank_dir, bank_key(model, Path(ldm_path), flux, flux.t_mid),
+                                                           serving_bank_dir)
             predictor = cls(model=model, condition=condition, flux=flux, resolution=resolution, bank=bank, tail=tail)
         except ValueError as exc:  # params that do not fit this model (t_mid beyond T, resolution)
             raise UserError(f"flux/prepare params do not fit {ldm_path}: {exc}") from None
@@ -214,9 +218,9 @@ class FluxPredictor:
         try:
             self.bank.put(computed)
             self.bank_write_error = None
-        except OSError as exc:
+        except (OSError, BankError) as exc:  # read-only, full, or a sealed bank given directly
             stats["bank_unstored"] += len(computed)
-            self.bank_write_error = f"{self.bank.root}: {exc.strerror or exc}"
+            self.bank_write_error = f"{self.bank.root}: {getattr(exc, 'strerror', None) or exc}"
 
     def _sample(self, ids: list[int], layouts: np.ndarray, rows: list[int], cond: torch.Tensor, seed: int,
                 stats: Counter, to_store: list[Midpoint]) -> torch.Tensor:

@@ -259,7 +259,6 @@ def _damaged_bank(folder: Path) -> list[str]:
 
 PREDICT_MISTAKES = {
     # name: (extra arguments made in a folder, what the error says)
-    "damaged-bank": (_damaged_bank, "cannot read as a bank Parquet file"),
     "bank-is-a-file": (lambda f: ["--bank", str(write_png(f / "bank.png", np.zeros((2, 2), np.uint8)))], "directory"),
     "garbage-models": (lambda f: ["--models", str(_garbage_models(f))], "not a readable radiodiff model file"),
     "params-nan": (lambda f: ["--params", str(_params(f / "p.yaml", nearest_max_distance=float("nan")))], "finite"),
@@ -416,9 +415,20 @@ def test_predict_on_a_miss_in_a_read_only_bank_serves_and_warns_once(models, tmp
 
     queries = _queries_file(tmp_path, ['{"buildings": "b.png", "tx": [2, 2]}'] * 3)
     (tmp_path / "bank").mkdir()
-    monkeypatch.setattr(store, "write_part", read_only)
+    monkeypatch.setattr(store, "writer_lock", read_only)  # a read-only folder: the lock file is the first write
     code, out, err = _run(_batch(models, queries, tmp_path / "maps", "--bank", str(tmp_path / "bank")), capsys)
     assert code == 0, err
     assert len(list((tmp_path / "maps").iterdir())) == 3 and not list((tmp_path / "bank").iterdir())
     assert err.count("not stored") == 1 and "Permission denied" in err, err
     assert "3 miss" in out  # each query missed: nothing could be stored for the next
+
+
+def test_predict_with_a_damaged_bank_part_serves_and_names_it(models, tmp_path, capsys):
+    """One damaged part is quarantined: named on stderr, skipped, and the map still served."""
+    buildings = write_png(tmp_path / "b.png", _blocks(1, 4))
+    extra = _damaged_bank(tmp_path)
+    code, out, err = _run(_predict(models, tmp_path, buildings, (2, 2)) + extra, capsys)
+    assert code == 0, err
+    assert (tmp_path / "g.png").is_file() and "bank: miss" in out
+    assert err.count("damaged bank part") == 1 and "part-0000000000000000.parquet" in err and "cannot read" in err, err
+    assert "radiodiff bank verify" in err

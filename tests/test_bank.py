@@ -190,8 +190,8 @@ def test_flipped_latent_byte_fails_checksum(tmp_path):
 
     _rewrite(path, tamper)
     assert bank.get(0) is not None
-    with pytest.raises(BankError, match=f"{path.name}.*checksum mismatch for scene 1"):
-        bank.get(1)
+    assert bank.get(1) is None  # the damaged part is quarantined: a miss, never a wrong latent
+    assert "checksum mismatch for scene 1" in bank.quarantined[path.name]
     with pytest.raises(BankError, match="checksum"):
         verify_bank(tmp_path)
 
@@ -202,16 +202,15 @@ def test_rows_of_another_key_rejected_on_read(tmp_path):
     assert len(bank) == 1  # index built before the file changes under it
     (path,) = _parts(tmp_path)
     _rewrite(path, lambda t: _replace_column(t, "model_hash", ["model-x"]))
-    with pytest.raises(BankError, match=f"{path.name}.*model-x"):
-        bank.get(0)
+    assert bank.get(0) is None and "model-x" in bank.quarantined[path.name]
 
 
 def test_truncated_file_names_the_file(tmp_path):
     MidpointBank(tmp_path, KEY).put([_midpoint(0)])
     (path,) = _parts(tmp_path)
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(BankError, match=path.name):
-        MidpointBank(tmp_path, KEY).get(0)
+    bank = MidpointBank(tmp_path, KEY)
+    assert bank.get(0) is None and str(path) in bank.quarantined[path.name]
     with pytest.raises(BankError, match=path.name):
         verify_bank(tmp_path)
 
@@ -219,8 +218,11 @@ def test_truncated_file_names_the_file(tmp_path):
 def test_foreign_parquet_file_is_rejected(tmp_path):
     MidpointBank(tmp_path, KEY).put([_midpoint(0)])
     pq.write_table(pa.table({"scene_id": [0], "latent": [b"x"]}), tmp_path / "other.parquet")
-    with pytest.raises(BankError, match="other.parquet.*schema version"):
-        MidpointBank(tmp_path, KEY).get(0)
+    bank = MidpointBank(tmp_path, KEY)
+    assert bank.get(0) is not None  # the bank's own part still serves
+    assert "schema version" in bank.quarantined["other.parquet"]
+    with pytest.raises(BankError, match="other.parquet"):
+        verify_bank(tmp_path)
 
 
 @pytest.mark.parametrize("version", [b"2", None])
@@ -229,8 +231,8 @@ def test_wrong_or_missing_schema_version_is_rejected(tmp_path, version):
     (path,) = _parts(tmp_path)
     metadata = {VERSION_KEY: version} if version else {}
     _rewrite(path, lambda t: t.replace_schema_metadata(metadata))
-    with pytest.raises(BankError, match=f"{path.name}.*schema version"):
-        MidpointBank(tmp_path, KEY).get(0)
+    bank = MidpointBank(tmp_path, KEY)
+    assert bank.get(0) is None and "schema version" in bank.quarantined[path.name]
 
 
 def test_stray_temporary_file_is_ignored(tmp_path):
@@ -310,3 +312,70 @@ def test_has_and_nearest_exclude(tmp_path):
     scene, distance, _ = bank.nearest(near, 1.0, exclude={1})
     assert scene == 2 and distance == pytest.approx(0.5)
     assert bank.nearest(near, 1.0, exclude=[1, 2]) is None
+
+
+def test_a_sealed_bank_refuses_puts_and_a_serving_bank_stores_beside_it(tmp_path):
+    from radiodiff.bank import ServingBank, is_sealed, set_sealed
+    from radiodiff.bank.serving import default_serving_dir, open_bank
+
+    built = tmp_path / "bank"
+    MidpointBank(built, KEY).put([_midpoint(0)])
+    set_sealed(built, True)
+    assert is_sealed(built)
+    before = {p.name: p.read_bytes() for p in built.iterdir()}
+    with pytest.raises(BankError, match="sealed"):
+        MidpointBank(built, KEY).put([_midpoint(1)])
+    served = open_bank(built, KEY)
+    assert isinstance(served, ServingBank) and served.root == default_serving_dir(built) == tmp_path / "bank-serving"
+    assert served.put([_midpoint(0), _midpoint(1)]) == 1  # scene 0 is in the built bank already
+    assert served.get(0).tobytes() == _midpoint(0).latent.tobytes()
+    assert served.get(1).tobytes() == _midpoint(1).latent.tobytes() and len(served) == 2
+    assert served.nearest(_midpoint(1).embedding, 0.0)[0] == 1
+    assert {p.name: p.read_bytes() for p in built.iterdir()} == before  # the built bank is untouched
+    set_sealed(built, False)
+    assert isinstance(open_bank(built, KEY), MidpointBank) and MidpointBank(built, KEY).put([_midpoint(2)]) == 1
+
+
+def test_compact_merges_parts_atomically_and_verifies(tmp_path, capsys):
+    bank = MidpointBank(tmp_path, KEY)
+    for scene in range(3):
+        bank.put([_midpoint(scene)])
+    MidpointBank(tmp_path, BankKey(model_hash="m2", sampler_hash="s2", t_mid=400)).put([_midpoint(9)])
+    assert main(["bank", "compact", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"compacted {tmp_path}: 4 -> 1 part(s), 4 entries"
+    assert len(_parts(tmp_path)) == 1 and verify_bank(tmp_path) == {"files": 1, "entries": 4}
+    reader = MidpointBank(tmp_path, KEY)
+    assert all(reader.get(s).tobytes() == _midpoint(s).latent.tobytes() for s in range(3))
+    assert main(["bank", "stats", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"{tmp_path}: 1 part, 4 entries,") and "open, 0 problems" in lines[0]
+    assert sorted(lines[1:]) == ["  model m2 sampler s2 t_mid 400: 1 entry",
+                                 f"  model {KEY.model_hash} sampler {KEY.sampler_hash} t_mid 600: 3 entries"]
+
+
+def test_compact_refuses_a_damaged_bank_and_changes_nothing(tmp_path, capsys):
+    bank = MidpointBank(tmp_path, KEY)
+    bank.put([_midpoint(0)])
+    bank.put([_midpoint(1)])
+    first = _parts(tmp_path)[0]
+    _rewrite(first, lambda t: _replace_column(t, "checksum", ["0" * 64]))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["bank", "compact", str(tmp_path)]) == 2
+    assert "checksum" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_compact_refuses_a_sealed_bank_and_a_missing_one(tmp_path, capsys):
+    from radiodiff.bank import set_sealed
+
+    bank = MidpointBank(tmp_path / "bank", KEY)
+    bank.put([_midpoint(0)])
+    bank.put([_midpoint(1)])
+    set_sealed(tmp_path / "bank", True)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "bank").iterdir()}
+    assert main(["bank", "compact", str(tmp_path / "bank")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "sealed" in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "bank").iterdir()} == before
+    assert main(["bank", "compact", str(tmp_path / "nowhere")]) == 2
+    assert "no such midpoint bank" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()

@@ -38,6 +38,33 @@ def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([dvc, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
+def _serve_new_layouts(root: Path, count: int) -> None:
+    """`radiodiff predict --queries --bank bank` on `count` layouts no stage has seen, twice: the
+    first run misses and stores them beside the built bank, the second is served from there."""
+    import numpy as np
+    from PIL import Image
+
+    lines = []
+    for i in range(count):
+        layout = np.zeros((256, 256), np.uint8)
+        layout[40 + 20 * i:90 + 20 * i, 120:200] = 255
+        Image.fromarray(layout).save(root / f"new_layout_{i}.png")
+        lines.append(json.dumps({"buildings": f"new_layout_{i}.png", "tx": [10, 10]}))
+    (root / "new_queries.jsonl").write_text("\n".join(lines) + "\n")
+    import yaml  # the toy profile serves any layout from its nearest one: serve each as its own
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["flux"]["nearest_max_distance"] = 0.0
+    (root / "serving_params.yaml").write_text(yaml.safe_dump(params))
+    radiodiff = str(Path(sys.executable).parent / "radiodiff")
+    for expected in (f"{count} miss", f"{count} hit"):
+        served = subprocess.run([radiodiff, "predict", "--queries", "new_queries.jsonl", "--out", "served",
+                                 "--bank", "bank", "--params", "serving_params.yaml"],
+                                cwd=root, capture_output=True, text=True, timeout=600)
+        assert served.returncode == 0 and expected in served.stdout, served.stdout + served.stderr
+    assert len(list((root / "bank-serving").glob("part-*.parquet"))) == count
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     import mlflow
@@ -80,6 +107,12 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout  # every stage up to date
     assert (tmp_path / "dvc.lock").read_bytes() == lock  # no hash, param or output entry changed
     assert {p: p.stat().st_mtime_ns for p in outputs} == outputs  # and no output was rewritten
+
+    # Serving from the built bank never changes it: misses of new layouts go to bank-serving.
+    _serve_new_layouts(tmp_path, count=5)
+    status = _dvc(tmp_path, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["radiodiff"], output_format="list")

@@ -152,6 +152,29 @@ def test_bank_miss_inserts_then_hits_then_serves_a_similar_layout(models, tmp_pa
     assert not np.array_equal(near, first)
 
 
+def test_a_query_of_k_samples_adds_one_part_file(models, tmp_path):
+    predictor = _predictor(models, bank_dir=tmp_path / "bank")
+    _, _, stats = predictor.predict([prepare_query(LAYOUT, TX, None, RES)], samples=4)
+    assert stats["bank_misses"] == 4 and len(predictor.bank) == 4
+    assert len(list((tmp_path / "bank").glob("part-*.parquet"))) == 1  # a bank grows by entries, not files
+
+
+def test_a_sealed_bank_is_read_and_misses_go_beside_it(models, tmp_path):
+    from radiodiff.bank import set_sealed
+
+    _predictor(models, bank_dir=tmp_path / "bank").predict([prepare_query(LAYOUT, TX, None, RES)])
+    set_sealed(tmp_path / "bank", True)  # as build_bank leaves it
+    built = {p.name: p.read_bytes() for p in (tmp_path / "bank").iterdir()}
+    predictor = _predictor(models, bank_dir=tmp_path / "bank")
+    other = LAYOUT.copy()
+    other[100:180, 100:180] = True
+    _, _, stats = predictor.predict([prepare_query(LAYOUT, TX, None, RES), prepare_query(other, TX, None, RES)],
+                                    samples=1)
+    assert stats["bank_hits"] == 1 and stats["bank_unstored"] == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "bank").iterdir()} == built
+    assert len(list((tmp_path / "bank-serving").glob("part-*.parquet"))) == stats["bank_misses"]
+
+
 def test_bank_is_keyed_on_the_served_model_and_t_mid(models, tmp_path):
     predictor = _predictor(models, bank_dir=tmp_path / "bank")
     predictor.predict([prepare_query(LAYOUT, TX, None, RES)], samples=2)

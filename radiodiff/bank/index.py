@@ -35,6 +35,7 @@ class KeyIndex:
     group: np.ndarray = field(default_factory=lambda: _empty(np.int32))
     row: np.ndarray = field(default_factory=lambda: _empty(np.int32))
     embedding: np.ndarray | None = None  # [N, D] float32; None until the first entry
+    quarantined: dict[str, str] = field(default_factory=dict)  # part file name -> why it is skipped
 
     def __len__(self) -> int:
         return len(self.scene)
@@ -57,7 +58,12 @@ class KeyIndex:
     def add_part(self, root: Path, name: str, key: BankKey) -> None:
         """Append the entries of part file `root/name` that belong to `key`."""
         path = root / name
-        table, groups, rows = read_index_columns(path, INDEX_COLUMNS)
+        try:
+            table, groups, rows = read_index_columns(path, INDEX_COLUMNS)
+        except BankError as exc:
+            self.files.append(name)
+            self.quarantined[name] = str(exc)
+            return
         mine = pc.and_(
             pc.and_(pc.equal(table["model_hash"], key.model_hash), pc.equal(table["sampler_hash"], key.sampler_hash)),
             pc.equal(table["t_mid"], key.t_mid),
@@ -69,16 +75,34 @@ class KeyIndex:
         scene = table["scene_id"].to_numpy().astype(np.int64)
         cell = table["cell"].to_numpy().astype(np.int32)
         seed = table["seed"].to_numpy().astype(np.int64)
-        embedding = _embedding_matrix(table["embedding"], path)
+        try:
+            embedding = _embedding_matrix(table["embedding"], path)
+            self._check_dim(embedding, path)
+        except BankError as exc:
+            self.quarantined[name] = str(exc)
+            return
         keep = _first_occurrence(scene, cell, seed) & ~self.contains(scene, cell, seed)
-        self._append(scene[keep], cell[keep], seed[keep], groups[mine][keep], rows[mine][keep], embedding[keep], path)
+        self._append(scene[keep], cell[keep], seed[keep], groups[mine][keep], rows[mine][keep], embedding[keep])
 
-    def _append(self, scene, cell, seed, group, row, embedding, path: Path) -> None:
+    def quarantine(self, part: int, reason: str) -> None:
+        """Skip part `part` (its position in `files`) from now on: its entries leave the index.
+        An entry it hid behind (a later copy of the same key) is not restored here; the
+        next full refresh, which re-indexes every part, finds it."""
+        self.quarantined[self.files[part]] = reason
+        keep = self.part != part
+        for name in ("scene", "cell", "seed", "part", "group", "row"):
+            setattr(self, name, getattr(self, name)[keep])
+        if self.embedding is not None:
+            self.embedding = self.embedding[keep]
+
+    def _check_dim(self, embedding: np.ndarray, path: Path) -> None:
         if self.embedding is not None and embedding.shape[1] != self.embedding.shape[1]:
             raise BankError(
                 f"{path}: embeddings have {embedding.shape[1]} values, other entries of this key have "
                 f"{self.embedding.shape[1]}"
             )
+
+    def _append(self, scene, cell, seed, group, row, embedding) -> None:
         part = np.full(len(scene), len(self.files) - 1, dtype=np.int32)
         self.scene = np.concatenate([self.scene, scene])
         self.cell = np.concatenate([self.cell, cell])

@@ -67,7 +67,7 @@ def reading(path: Path) -> Iterator[pq.ParquetFile]:
             if problem is not None:
                 raise BankError(f"{path}: {problem}")
             yield part
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: e.g. a column name no longer UTF-8
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BankError(f"{path}: cannot read as a bank Parquet file: {reason}") from exc
 

@@ -9,8 +9,11 @@ share one directory.
     bank = MidpointBank("bank/", BankKey(model_hash=m, sampler_hash=s, t_mid=600))
     latent, hit = bank.get_or_compute(scene_id, layout_embedding(buildings), compute)
 
-Writes are append-only part files (see `parts.py`); reads go through a numpy index of the
-small columns (see `index.py`) and load one row group per latent, checksum verified.
+Writes are append-only part files (see `parts.py`), published under the bank's writer lock
+and listed in its record (see `record.py`); reads go through a numpy index of the small
+columns (see `index.py`) and load one row group per latent, checksum verified. A part that
+fails any check is quarantined: named in `quarantined`, its entries skipped (a lookup
+misses), the rest of the bank still served.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import numpy as np
 from radiodiff.bank.index import KeyIndex
 from radiodiff.bank.key import BankKey
 from radiodiff.bank.parts import iter_row_groups, list_parts, read_row, write_part
+from radiodiff.bank.record import BankRecord, part_record, read_record, write_record, writer_lock
 from radiodiff.bank.schema import LATENT_COLUMNS, BankError, decode_latent, encode_table
 
-__all__ = ["BankError", "BankKey", "Midpoint", "MidpointBank"]
+__all__ = ["BankError", "BankKey", "Midpoint", "MidpointBank", "is_sealed", "set_sealed"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,10 @@ class Midpoint:
 class MidpointBank:
     """Midpoint latents of one `BankKey`, stored under directory `root`.
 
-    Append-only and safe to share: two bank objects on one directory see each other's puts
-    (the index is refreshed when new part files appear), and a put that repeats existing
-    (scene, cell, seed) entries adds nothing, so a restarted build adds no duplicates.
+    Append-only and safe to share, across processes too: two bank objects on one directory
+    see each other's puts (the index is refreshed when new part files appear), and a put
+    that repeats existing (scene, cell, seed) entries adds nothing, checked under the writer
+    lock, so neither a restarted build nor two concurrent writers store a key twice.
     """
 
     def __init__(self, root: Path | str, key: BankKey) -> None:
@@ -55,21 +60,37 @@ class MidpointBank:
         self.key = key
         self._index = KeyIndex()
 
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """Part files skipped because they failed a check: file name -> the reason."""
+        return dict(self._index.quarantined)
+
     def put(self, midpoints: Sequence[Midpoint]) -> int:
         """Store the midpoints not yet in the bank as one new part file; returns how many
-        were written. Within one call the first of a repeated (scene, cell, seed) wins."""
+        were written. Within one call the first of a repeated (scene, cell, seed) wins.
+        A sealed bank (see `set_sealed`) refuses puts with a BankError."""
         self._refresh()
-        fresh = self._new_midpoints(midpoints)
-        if not fresh:
+        if not self._new_midpoints(midpoints):  # the common warm case takes no lock
             return 0
-        table = encode_table(
-            fresh,
-            model_hash=self.key.model_hash,
-            sampler_hash=self.key.sampler_hash,
-            t_mid=self.key.t_mid,
-            created=datetime.now(UTC),
-        )
-        write_part(self.root, table)
+        with writer_lock(self.root):
+            record = _current_record(self.root)
+            if record.sealed:
+                raise BankError(f"{self.root}: the bank is sealed (built by build_bank, a pipeline output); "
+                                "store new midpoints in a serving bank beside it")
+            self._refresh()  # another writer may have stored some of them meanwhile
+            fresh = self._new_midpoints(midpoints)
+            if not fresh:
+                return 0
+            table = encode_table(
+                fresh,
+                model_hash=self.key.model_hash,
+                sampler_hash=self.key.sampler_hash,
+                t_mid=self.key.t_mid,
+                created=datetime.now(UTC),
+            )
+            path = write_part(self.root, table)
+            record.parts[path.name] = part_record(path, len(fresh))
+            write_record(self.root, record)
         self._refresh()
         return len(fresh)
 
@@ -77,7 +98,7 @@ class MidpointBank:
         """The latent of (scene_id, cell, seed) under this key, or None."""
         self._refresh()
         position = self._index.find(scene_id, cell, seed)
-        return None if position is None else self._load(position)
+        return None if position is None else self._load(position)  # None too if its part is damaged
 
     def has(self, scene_id: int, *, cell: int = -1, seed: int = 0) -> bool:
         """Whether (scene_id, cell, seed) is stored under this key (reads no latent)."""
@@ -96,21 +117,25 @@ class MidpointBank:
         and none of the scenes in `exclude` (e.g. the query's own, to serve an unseen layout).
         """
         self._refresh()
-        index = self._index
         query = self._check_embedding(embedding)
-        allowed = (index.cell == cell) & (index.seed == seed)
-        if len(exclude):
-            allowed &= ~np.isin(index.scene, np.fromiter(exclude, dtype=np.int64))
-        candidates = np.flatnonzero(allowed)
-        if len(candidates) == 0:
-            return None
-        diff = index.embedding[candidates] - query
-        distances = np.sqrt(np.einsum("nd,nd->n", diff, diff, dtype=np.float64) / query.size)
-        best = int(np.argmin(distances))
-        if not distances[best] <= max_distance:
-            return None
-        position = int(candidates[best])
-        return int(index.scene[position]), float(distances[best]), self._load(position)
+        while True:  # a best entry in a damaged part is quarantined, and the next best competes
+            index = self._index
+            allowed = (index.cell == cell) & (index.seed == seed)
+            if len(exclude):
+                allowed &= ~np.isin(index.scene, np.fromiter(exclude, dtype=np.int64))
+            candidates = np.flatnonzero(allowed)
+            if len(candidates) == 0:
+                return None
+            diff = index.embedding[candidates] - query
+            distances = np.sqrt(np.einsum("nd,nd->n", diff, diff, dtype=np.float64) / query.size)
+            best = int(np.argmin(distances))
+            if not distances[best] <= max_distance:
+                return None
+            position = int(candidates[best])
+            scene = int(index.scene[position])
+            latent = self._load(position)
+            if latent is not None:
+                return scene, float(distances[best]), latent
 
     def get_or_compute(
         self,
@@ -143,15 +168,23 @@ class MidpointBank:
             mine = index.part == part_number
             wanted = set(zip(index.group[mine].tolist(), index.row[mine].tolist()))
             if wanted:
-                yield from self._iter_part(self.root / name, wanted)
+                yield from self._iter_part(part_number, self.root / name, wanted)
 
-    def _iter_part(self, path: Path, wanted: set[tuple[int, int]]) -> Iterator[Midpoint]:
-        for group, rows in enumerate(iter_row_groups(path, (*LATENT_COLUMNS, "embedding"))):
-            for row_number, row in enumerate(rows):
-                if (group, row_number) in wanted:
-                    latent = self._decode(row, path)
-                    embedding = np.asarray(row["embedding"], dtype=np.float32)
-                    yield Midpoint(row["scene_id"], latent, embedding, cell=row["cell"], seed=row["seed"])
+    def _iter_part(self, part_number: int, path: Path, wanted: set[tuple[int, int]]) -> Iterator[Midpoint]:
+        """The wanted rows of one part, each checked before any is yielded: a part found
+        damaged midway is quarantined whole and yields nothing."""
+        entries = []
+        try:
+            for group, rows in enumerate(iter_row_groups(path, (*LATENT_COLUMNS, "embedding"))):
+                for row_number, row in enumerate(rows):
+                    if (group, row_number) in wanted:
+                        latent = self._decode(row, path)
+                        embedding = np.asarray(row["embedding"], dtype=np.float32)
+                        entries.append(Midpoint(row["scene_id"], latent, embedding, cell=row["cell"], seed=row["seed"]))
+        except BankError as exc:
+            self._index.quarantine(part_number, str(exc))
+            return
+        yield from entries
 
     def _refresh(self) -> None:
         """Index part files that appeared since the last call; rebuild if any vanished."""
@@ -163,14 +196,20 @@ class MidpointBank:
         for name in names[len(known) :]:
             self._index.add_part(self.root, name, self.key)
 
-    def _load(self, position: int) -> np.ndarray:
+    def _load(self, position: int) -> np.ndarray | None:
+        """The latent at index `position`, or None after quarantining its part if any check fails."""
         index = self._index
-        path = self.root / index.files[int(index.part[position])]
-        row = read_row(path, int(index.group[position]), int(index.row[position]))
-        expected = (int(index.scene[position]), int(index.cell[position]), int(index.seed[position]))
-        if (row["scene_id"], row["cell"], row["seed"]) != expected:
-            raise BankError(f"{path}: row moved (expected scene, cell, seed {expected}); was the file rewritten?")
-        return self._decode(row, path)
+        part = int(index.part[position])
+        path = self.root / index.files[part]
+        try:
+            row = read_row(path, int(index.group[position]), int(index.row[position]))
+            expected = (int(index.scene[position]), int(index.cell[position]), int(index.seed[position]))
+            if (row["scene_id"], row["cell"], row["seed"]) != expected:
+                raise BankError(f"{path}: row moved (expected scene, cell, seed {expected}); was the file rewritten?")
+            return self._decode(row, path)
+        except BankError as exc:
+            index.quarantine(part, str(exc))
+            return None
 
     def _decode(self, row: dict, path: Path) -> np.ndarray:
         if not self.key.matches(row):
@@ -209,3 +248,40 @@ class MidpointBank:
                 seen.add(triple)
                 fresh.append(m)
         return fresh
+
+
+def _current_record(root: Path) -> BankRecord:
+    """The bank's record; a bank from before records gets one listing its parts as they are."""
+    record = read_record(root)
+    if record is None:
+        record = BankRecord()
+        for name in list_parts(root):
+            with_rows = _row_count(root / name)
+            if with_rows is not None:  # an unreadable part stays out of the record: verify names it
+                record.parts[name] = part_record(root / name, with_rows)
+    return record
+
+
+def _row_count(path: Path) -> int | None:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # noqa: BLE001 - any unreadable file: left for verify to report
+        return None
+
+
+def is_sealed(root: Path | str) -> bool:
+    """Whether bank `root` is sealed: a pipeline output that only its own stage may change."""
+    root = Path(root)
+    record = read_record(root) if root.is_dir() else None
+    return record is not None and record.sealed
+
+
+def set_sealed(root: Path | str, sealed: bool) -> None:
+    """Seal bank `root` (puts refused) or unseal it, recording its parts as they are now."""
+    root = Path(root)
+    with writer_lock(root):
+        record = _current_record(root)
+        record.sealed = sealed
+        write_record(root, record)

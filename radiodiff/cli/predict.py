@@ -57,7 +57,10 @@ def add_parser(subparsers) -> None:
                         help="output gain PNG (with --queries: output folder, created if missing)")
     parser.add_argument("--full-resolution", action="store_true",
                         help="write 256x256 maps on the layout's grid instead of the model's resolution")
-    parser.add_argument("--bank", type=Path, metavar="PATH", help="midpoint bank directory (default: no bank)")
+    parser.add_argument("--bank", type=Path, metavar="PATH",
+                        help="midpoint bank directory (default: no bank); one built by build_bank is only read")
+    parser.add_argument("--serving-bank", type=Path, metavar="DIR",
+                        help="store misses here, never in --bank (default for a bank build_bank sealed: PATH-serving)")
     parser.add_argument("--samples", type=int, default=1, metavar="K",
                         help=f"seeds averaged (default 1, at most {MAX_SAMPLES})")
     parser.add_argument("--uncertainty", type=Path, metavar="FILE.png",
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     files = ModelFiles(args.models).served()
     predictor = FluxPredictor.from_files(ldm_path=files.ldm, vae_path=files.vae, flux=params.flux,
                                          resolution=params.prepare.resolution, tail_path=files.flux_tail,
-                                         bank_dir=args.bank, device=args.device)
+                                         bank_dir=args.bank, serving_bank_dir=args.serving_bank,
+                                         device=args.device)
     if args.queries is not None:
         return _answer_each(predictor, queries, args)
     start = time.perf_counter()
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         written += f" and {args.uncertainty}"
     side = gain.shape[-1]
     plural = "" if args.samples == 1 else "s"
+    _warn_quarantined(predictor, set())
     _warn_unstored(predictor, stats)
     _warn_missing_tail(predictor)
     print(f"wrote {written} ({side}x{side}, {args.samples} sample{plural}, "
@@ -124,6 +129,15 @@ def _warn_missing_tail(predictor) -> None:
         print(f"warning: {predictor.missing_tail} not found: served with the plain tail (a less accurate "
               "map); run `dvc repro tune_tail`, or set flux.use_tuned_tail: false to silence this",
               file=sys.stderr)
+
+
+def _warn_quarantined(predictor, warned: set) -> None:
+    """One stderr line per bank part found damaged (skipped, so its layouts miss)."""
+    bank = predictor.bank
+    for name, reason in ({} if bank is None else bank.quarantined).items():
+        if name not in warned:
+            warned.add(name)
+            print(f"warning: damaged bank part skipped: {reason}; run `radiodiff bank verify`", file=sys.stderr)
 
 
 def _warn_unstored(predictor, stats) -> None:
@@ -143,6 +157,7 @@ def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
     digits = max(5, len(str(len(queries) - 1)))
     totals = Counter()
     seconds = []
+    warned: set[str] = set()
     # The maps go into a fresh folder swapped in at the end: an interrupted run leaves the old
     # folder as it was, and a rerun never leaves an earlier, longer run's maps beside its own.
     try:
@@ -155,6 +170,7 @@ def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
                 seconds.append(time.perf_counter() - start)
                 totals.update(stats)
                 _write_png(folder / f"{i:0{digits}d}.png", np.rint(gain[0] * 255.0))
+                _warn_quarantined(predictor, warned)
                 if stats["bank_unstored"] and totals["bank_unstored"] == stats["bank_unstored"]:
                     _warn_unstored(predictor, stats)  # once, at the first miss it could not store
     except OSError as exc:  # a read-only or full parent folder: the user's to fix
@@ -172,6 +188,8 @@ def _answer_each(predictor, queries: list, args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Reject flag mistakes before reading any file."""
+    if args.serving_bank is not None and args.bank is None:
+        raise UserError("--serving-bank goes with --bank (it holds the misses of a built bank)")
     if not 1 <= args.samples <= MAX_SAMPLES:
         raise UserError(f"--samples must be in 1..{MAX_SAMPLES}, got {args.samples}")
     cores = os.cpu_count() or 1

@@ -1,0 +1,100 @@
+"""A bank's own record of what it holds, and the lock its writers take.
+
+`bank.json` in the bank directory lists every part file the bank's writers published, with
+its size, sha256 and row count, and whether the bank is sealed (built by `build_bank`, so a
+tracked pipeline output that serving must not change). Writers hold an exclusive `flock` on
+`.lock` while they check for existing entries, publish a part and update the record, so two
+processes missing the same layout at once store it once.
+
+`verify` compares the directory against the record: a part that vanished, appeared from
+elsewhere, or changed a single byte since it was written is named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from radiodiff.bank.schema import BankError
+from radiodiff.io import atomic_write_text
+
+RECORD_NAME = "bank.json"
+LOCK_NAME = ".lock"
+RECORD_VERSION = 1
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # a record lists parts, ~150 bytes each: far above any real bank
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One published part file: `bytes` long, `rows` entries, whole-file `sha256`."""
+
+    bytes: int
+    sha256: str
+    rows: int
+
+
+@dataclass
+class BankRecord:
+    """What the bank's writers published (`parts`, by file name) and whether it is `sealed`."""
+
+    parts: dict[str, PartRecord] = field(default_factory=dict)
+    sealed: bool = False
+
+    def to_json(self) -> str:
+        parts = {name: vars(part) for name, part in sorted(self.parts.items())}
+        return json.dumps({"version": RECORD_VERSION, "sealed": self.sealed, "parts": parts}, indent=1) + "\n"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a whole file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def part_record(path: Path, rows: int) -> PartRecord:
+    """The record of part file `path` as it is on disk now."""
+    return PartRecord(bytes=path.stat().st_size, sha256=file_sha256(path), rows=int(rows))
+
+
+def read_record(root: Path) -> BankRecord | None:
+    """The record of bank `root`, or None for a bank written before records existed (or empty)."""
+    path = root / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes is not a bank record")
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("version") != RECORD_VERSION:
+            raise ValueError(f"record version {raw.get('version')!r}, this code reads {RECORD_VERSION}")
+        parts = {str(name): PartRecord(bytes=int(p["bytes"]), sha256=str(p["sha256"]), rows=int(p["rows"]))
+                 for name, p in raw["parts"].items()}
+        return BankRecord(parts=parts, sealed=bool(raw["sealed"]))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise BankError(f"{path}: not a readable bank record ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def write_record(root: Path, record: BankRecord) -> None:
+    """Replace the record of bank `root` atomically (call with the writer lock held)."""
+    atomic_write_text(root / RECORD_NAME, record.to_json())
+
+
+@contextlib.contextmanager
+def writer_lock(root: Path) -> Iterator[None]:
+    """Hold the bank's exclusive writer lock (a blocking `flock`; released when the process dies)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
