@@ -1,5 +1,6 @@
-"""The registered RadioDiff-Flux pyfunc: request checks, and `mlflow models serve` answering like
-`radiodiff predict` on the same input (toy models of conftest, a small bank, a tuned tail)."""
+"""The registered RadioDiff-Flux pyfunc: request checks, the guard in front of it, dynamic
+batching, and `radiodiff serve` answering like `radiodiff predict` on the same input (toy
+models of conftest, a small bank, a tuned tail), under concurrent clients and SIGTERM."""
 
 from __future__ import annotations
 
@@ -141,6 +142,176 @@ def served_files(dataset, vae_file, ldm_file, tmp_path_factory):
     return root, scenes.buildings[-1]
 
 
+@pytest.fixture(scope="module")
+def saved_model(served_files, tmp_path_factory):
+    """The registered model's folder (save_flux_model: no tracking store), loaded once, and a
+    layout of its bank at 1 m with two free Tx pixels."""
+    import mlflow
+
+    from radiodiff.tracking.registry import save_flux_model
+
+    files, scene = served_files
+    folder = save_flux_model(tmp_path_factory.mktemp("saved") / "model", ldm_path=files / "models" / "ldm.pt",
+                             vae_path=files / "models" / "vae.pt", flux=FLUX, resolution=RES,
+                             tail_path=files / "models" / "flux_tail.pt", bank_dir=files / "bank",
+                             max_rows=MAX_ROWS)
+    model = mlflow.pyfunc.load_model(str(folder))
+    buildings = np.kron(scene, np.ones((SIDE // RES, SIDE // RES), dtype=bool))
+    free = np.argwhere(~scene)
+    txs = [tuple(int(v) * (SIDE // RES) + 4 for v in free[0]), tuple(int(v) * (SIDE // RES) + 4 for v in free[-1])]
+    yield folder, model, buildings, txs
+    model.unwrap_python_model().close()
+
+
+def _client(model, max_body_bytes: int = 16_000_000):
+    from starlette.testclient import TestClient
+
+    from radiodiff.tracking.server import guarded_app
+
+    return TestClient(guarded_app(model, max_body_bytes=max_body_bytes))
+
+
+def test_every_documented_request_form_is_served_alike(saved_model):
+    """The README's request (0/1 integers under `inputs`), 0/255 integers, booleans, floats,
+    `cars: null` under `inputs` and in records, a dataframe_split and an `inputs` batch: one map."""
+    from radiodiff.tracking.registry import example_request
+
+    _, model, buildings, txs = saved_model
+    tx = list(txs[0])
+    ones = buildings.astype(int).tolist()
+    forms = {
+        "inputs, 0/1 integers": {"inputs": {"buildings": ones, "tx": tx}},
+        "inputs, cars null": {"inputs": {"buildings": ones, "tx": tx, "cars": None}},
+        "records, 0/255 integers": {"dataframe_records": [{"buildings": (buildings * 255).astype(int).tolist(),
+                                                           "tx": tx}]},
+        "records, booleans, cars null": {"dataframe_records": [{"buildings": buildings.tolist(), "tx": tx,
+                                                                "cars": None}]},
+        "records, floats": {"dataframe_records": [{"buildings": buildings.astype(float).tolist(), "tx": tx}]},
+        "split": {"dataframe_split": {"columns": ["buildings", "tx"], "data": [[ones, tx]]}},
+    }
+    client = _client(model)
+    expected = model.predict({"buildings": buildings, "tx": tx})  # a Python caller's bool array
+    assert expected.shape == (1, RES, RES)
+    for name, payload in forms.items():
+        response = client.post("/invocations", json=payload)
+        assert response.status_code == 200, (name, response.text[:300])
+        assert np.allclose(np.asarray(response.json()["predictions"]), expected, atol=1e-6), name
+    batch = client.post("/invocations", json={"inputs": {"buildings": [ones, ones], "tx": [tx, list(txs[1])]}})
+    assert batch.status_code == 200 and np.asarray(batch.json()["predictions"]).shape == (2, RES, RES)
+    readme = client.post("/invocations", json={"inputs": example_request()})  # the README's own request
+    assert readme.status_code == 200, readme.text[:300]
+
+
+def test_the_guard_refuses_deep_json_and_big_bodies_before_parsing(saved_model):
+    _, model, buildings, txs = saved_model
+    client = _client(model, max_body_bytes=2_000_000)
+    for depth in (5_000, 100_000):
+        response = client.post("/invocations", content=b"[" * depth + b"]" * depth,
+                               headers={"Content-Type": "application/json"})
+        assert response.status_code == 400 and f"nested {depth} levels deep" in response.json()["message"]
+    big = b'{"inputs": {"buildings": [' + b"0," * 1_500_000 + b'0], "tx": [1, 2]}}'
+    response = client.post("/invocations", content=big, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "at most 2,000,000" in response.json()["message"]
+    assert client.get("/ping").status_code == 200
+    good = client.post("/invocations", json={"inputs": {"buildings": buildings.astype(int).tolist(),
+                                                        "tx": list(txs[0])}})
+    assert good.status_code == 200  # and it still serves
+
+
+def test_a_streamed_body_over_the_limit_is_cut_off_before_the_app_reads_it():
+    import asyncio
+
+    from radiodiff.tracking.server import RequestGuard
+
+    called = []
+
+    async def app(scope, receive, send):
+        called.append(scope["path"])
+
+    chunks = [{"type": "http.request", "body": b"[" + b"0," * 300, "more_body": True}] * 4
+    chunks.append({"type": "http.request", "body": b"0]", "more_body": False})
+    sent = []
+
+    async def receive():
+        return chunks.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    guard = RequestGuard(app, max_body_bytes=1000)
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": []}  # chunked: no length
+    asyncio.run(guard(scope, receive, send))
+    assert not called and sent[0]["status"] == 413 and not chunks  # read to the end, dropped, refused
+    chunks.extend([{"type": "http.request", "body": b"0," * 5000, "more_body": True}] * 5)
+    asyncio.run(guard(scope, receive, send))  # past 16x the limit: refused without reading on
+    assert not called and sent[-2]["status"] == 413 and len(chunks) == 3
+    headers = [(b"content-length", b"5000"), (b"expect", b"100-continue")]
+    asyncio.run(guard({**scope, "headers": headers}, receive, send))  # the client waits: refused unread
+    assert not called and sent[-2]["status"] == 413 and len(chunks) == 3
+    asyncio.run(guard({**scope, "method": "GET", "path": "/ping"}, receive, send))
+    assert called == ["/ping"]
+
+
+def test_concurrent_requests_share_forward_passes_and_get_their_own_maps(saved_model):
+    import threading
+
+    _, model, buildings, txs = saved_model
+    inner = model.unwrap_python_model()
+    free = np.argwhere(~buildings[:48, :48])[::97][:8]
+    requests = [{"buildings": buildings, "tx": [int(r), int(c)]} for r, c in free]
+    alone = [model.predict(request) for request in requests]
+    run_alone = inner._predictor.predict
+    first_call = threading.Event()
+
+    def held_predict(queries, **kwargs):  # the first pass waits until the other 7 requests queue
+        if not first_call.is_set():
+            first_call.set()
+            deadline = time.monotonic() + 20
+            while len(inner._batcher._queue) < len(requests) - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return run_alone(queries, **kwargs)
+
+    inner._predictor.predict = held_predict
+    before = dict(inner.batching)
+    answers = [None] * len(requests)
+    try:
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, model.predict(requests[i])))
+                   for i in range(len(requests))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        inner._predictor.predict = run_alone
+    after = inner.batching
+    assert after["requests"] - before["requests"] == 8 and after["batches"] - before["batches"] == 2
+    for own, shared in zip(alone, answers):
+        assert shared.shape == (1, RES, RES) and np.allclose(own, shared, atol=1e-5)
+
+
+def test_the_served_bank_is_only_read_and_close_removes_the_scratch_folder(served_files, tmp_path, monkeypatch):
+    import mlflow
+
+    from radiodiff.tracking.registry import save_flux_model
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    files, _ = served_files
+    folder = save_flux_model(tmp_path / "model", ldm_path=files / "models" / "ldm.pt",
+                             vae_path=files / "models" / "vae.pt", flux=FLUX, resolution=RES, bank_dir=files / "bank")
+    logged_bank = folder / "artifacts" / "bank"
+    before = {p.name: p.read_bytes() for p in logged_bank.iterdir()}
+    model = mlflow.pyfunc.load_model(str(folder))
+    new_layout = np.zeros((SIDE, SIDE), dtype=bool)
+    new_layout[100:180, 60:200] = True
+    model.predict({"buildings": new_layout, "tx": [10, 10]})  # a miss: stored in the scratch serving bank
+    scratch = list((tmp_path / "tmp").iterdir())
+    assert len(scratch) == 1 and list((scratch[0] / "bank-serving").glob("part-*.parquet"))
+    assert {p.name: p.read_bytes() for p in logged_bank.iterdir()} == before
+    model.unwrap_python_model().close()
+    assert not scratch[0].exists()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -161,42 +332,43 @@ def _wait_for_ping(url: str, process: subprocess.Popen, log: Path, timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"radiodiff serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url + "/ping", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    pytest.fail(f"mlflow models serve did not answer /ping in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"radiodiff serve did not answer /ping in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
 def server(request, tmp_path):
-    """Start `mlflow models serve` for a model URI on a free loopback port; returns a function
-    (uri -> base url). The server and its uvicorn child are stopped in a finalizer."""
-    def start(model_uri: str) -> str:
+    """Start `radiodiff serve` for a model URI on a free loopback port; returns a function
+    (uri -> (base url, process)). The server is stopped in a finalizer if a test left it up."""
+    def start(model_uri: str) -> tuple[str, subprocess.Popen]:
         port = _free_port()
         bin_dir = str(Path(sys.executable).parent)
+        (tmp_path / "tmp").mkdir(exist_ok=True)
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                    MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
                    OMP_NUM_THREADS="1",  # one torch thread, as the tests run in (a busy 2-core machine)
-                   TMPDIR=str(tmp_path))  # the served bank's scratch copy stays inside the test's folder
+                   TMPDIR=str(tmp_path / "tmp"))  # the served bank's scratch folder stays inside the test's folder
         log = tmp_path / "serve.log"
         with log.open("w") as out:
             process = subprocess.Popen(
-                [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                 "--host", "127.0.0.1", "--port", str(port)],
+                [str(Path(bin_dir) / "radiodiff"), "serve", "--model", model_uri, "--host", "127.0.0.1",
+                 "--port", str(port), "--max-body-mb", "20"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         request.addfinalizer(lambda: _stop(process))
         url = f"http://127.0.0.1:{port}"
         _wait_for_ping(url, process, log)
-        return url
+        return url, process
     return start
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop the server's process group (mlflow execs uvicorn in a child), hard after 15 s."""
+    """Stop the server's process group, hard after 15 s."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -204,6 +376,17 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
+
+
+def _post_bytes(url: str, body: bytes) -> tuple[int, dict, float]:
+    """POST a raw JSON body; (status, answer, seconds)."""
+    start = time.perf_counter()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read()), time.perf_counter() - start
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), time.perf_counter() - start
 
 
 def _png(path: Path, mask: np.ndarray) -> str:
@@ -258,7 +441,7 @@ def test_served_model_answers_like_radiodiff_predict_and_refuses_bad_requests(
                                    "cars": cars.astype(int).tolist()}]}
     shutil.copytree(files / "bank", tmp_path / "cli_bank")
 
-    url = server(f"models:/{MODEL_NAME}/{version}")
+    url, process = server(f"models:/{MODEL_NAME}/{version}")
     status, body = _post(url + "/invocations", good)
     assert status == 200
     served = np.asarray(body["predictions"], dtype=np.float64)
@@ -281,3 +464,25 @@ def test_served_model_answers_like_radiodiff_predict_and_refuses_bad_requests(
     full = np.asarray(body["predictions"], dtype=np.float64)
     assert full.shape == (2, SIDE, SIDE) and (full[:, buildings] == 0).all()
     assert np.allclose(full[0], upsample_gain(served[0].astype(np.float32), buildings), atol=1e-5)
+
+    # 8 concurrent clients: every answer 200 and equal to the lone one.
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = json.dumps({"dataframe_records": good["dataframe_records"][:1]}).encode()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: _post_bytes(url + "/invocations", one), range(8 * 5)))
+    assert all(status == 200 for status, _, _ in results), [r[:2] for r in results if r[0] != 200][:2]
+    assert all(np.allclose(np.asarray(body["predictions"])[0], served[0], atol=1e-5) for _, body, _ in results)
+
+    # Hostile bodies are refused before parsing, and the server stays up.
+    status, body, seconds = _post_bytes(url + "/invocations", b'{"inputs": [' + b"0.0," * 15_000_000 + b"0]}")
+    assert status == 413 and "at most 20,000,000" in body["message"], body
+    status, body, _ = _post_bytes(url + "/invocations", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nested 100000 levels deep" in body["message"]
+    assert _post(url + "/invocations", good)[0] == 200
+
+    # SIGTERM: the server exits and its scratch folder (the served bank's misses) goes with it.
+    assert list((tmp_path / "tmp").glob("radiodiff-served-bank-*"))
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+    assert not list((tmp_path / "tmp").glob("radiodiff-served-bank-*")), (tmp_path / "serve.log").read_text()[-2000:]

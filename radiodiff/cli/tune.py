@@ -17,13 +17,7 @@ import argparse
 from pathlib import Path
 
 from radiodiff.artifacts.layout import DATASET_DIR, MODELS, TUNE_DIR
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from radiodiff.cli.arguments import positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -33,7 +27,7 @@ def add_parser(subparsers) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                         help="params file with a tune: section (default: params.yaml)")
-    parser.add_argument("--n-trials", type=_positive, metavar="N", help="trials to add (default: tune.n_trials)")
+    parser.add_argument("--n-trials", type=positive_int, metavar="N", help="trials to add (default: tune.n_trials)")
     parser.add_argument("--study-db", type=Path, metavar="FILE", help="sqlite study file (default: tune.storage)")
     parser.add_argument("--dataset", type=Path, default=DATASET_DIR, metavar="DIR",
                         help=f"prepared dataset (default: {DATASET_DIR})")
@@ -41,7 +35,7 @@ def add_parser(subparsers) -> None:
                         help=f"trained VAE (default: {MODELS.vae})")
     parser.add_argument("--work-dir", type=Path, default=TUNE_DIR, metavar="DIR",
                         help=f"trial checkpoints, removed after each trial (default: {TUNE_DIR})")
-    parser.add_argument("--threads", type=_positive, metavar="N", help="torch threads (default: every core)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="torch threads (default: every core)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the study to MLflow")
     parser.set_defaults(func=run)
 

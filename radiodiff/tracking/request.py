@@ -123,5 +123,8 @@ def _ndim(value: Any, name: str) -> int:
 
 
 def _absent(value: Any) -> bool:
-    """Whether an optional field is missing: None, or the NaN / NA pandas puts in an empty cell."""
+    """Whether an optional field is missing: None, or the NaN / NA pandas puts in an empty cell
+    (also as the 0-d array MLflow makes of a JSON `null` under `inputs`)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     return pd.api.types.is_scalar(value) and bool(pd.isna(value))
