@@ -202,6 +202,33 @@ def test_every_documented_request_form_is_served_alike(saved_model):
     assert readme.status_code == 200, readme.text[:300]
 
 
+def test_the_saved_model_loads_its_own_code_without_this_checkout(saved_model, tmp_path):
+    """With the checkout's radiodiff made unimportable, the model runs on the copy it carries."""
+    folder, _, buildings, txs = saved_model
+    np.save(tmp_path / "buildings.npy", buildings)
+    script = f"""
+import sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "").lower()]
+sys.path = [p for p in sys.path if p not in ("", {str(Path.cwd())!r}, {str(Path(__file__).resolve().parents[1])!r})]
+try:
+    import radiodiff
+    raise SystemExit("the checkout's radiodiff is still importable")
+except ImportError:
+    pass
+import numpy as np, mlflow
+model = mlflow.pyfunc.load_model({str(folder)!r})
+import radiodiff
+assert radiodiff.__file__.startswith({str(folder)!r}), radiodiff.__file__
+gain = model.predict({{"buildings": np.load("buildings.npy"), "tx": {list(txs[0])!r}}})
+print("shape", gain.shape)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH="", OMP_NUM_THREADS="1"))
+    assert done.returncode == 0 and f"shape (1, {RES}, {RES})" in done.stdout, done.stderr[-2000:]
+    requirements = (folder / "requirements.txt").read_text()
+    assert "radiodiff" not in requirements and "torch==" in requirements and "scipy==" in requirements
+
+
 def test_the_guard_refuses_deep_json_and_big_bodies_before_parsing(saved_model):
     _, model, buildings, txs = saved_model
     client = _client(model, max_body_bytes=2_000_000)
