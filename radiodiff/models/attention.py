@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
@@ -14,16 +15,12 @@ _HEAD_DIM = 32
 
 def _window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """[B, H, W, C] -> [B, nW, ws*ws, C], windows in row-major order."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, (h // ws) * (w // ws), ws * ws, c)
+    return rearrange(x, "b (rows r) (cols s) c -> b (rows cols) (r s) c", r=ws, s=ws)
 
 
 def _window_merge(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
     """Inverse of `_window_partition`: [B, nW, ws*ws, C] -> [B, H, W, C]."""
-    b, _, _, c = windows.shape
-    x = windows.reshape(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h, w, c)
+    return rearrange(windows, "b (rows cols) (r s) c -> b (rows r) (cols s) c", rows=h // ws, r=ws, s=ws)
 
 
 def _shift_mask(h: int, w: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -86,14 +83,14 @@ class WindowAttention(nn.Module):
         if shift:
             tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
         windows = _window_partition(tokens, ws)
-        n_windows, n_tokens = windows.shape[1], windows.shape[2]
-        qkv = self.qkv(windows).reshape(b, n_windows, n_tokens, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)
+        n_windows = windows.shape[1]
+        q, k, v = rearrange(self.qkv(windows), "b n t (three heads d) -> three b n heads t d", three=3,
+                            heads=self.num_heads).unbind(0)
         bias = self._bias(ws, x.device)[None].expand(n_windows, -1, -1, -1)
         if shift:
             bias = bias.masked_fill(_shift_mask(h, w, ws, shift, x.device)[:, None], float("-inf"))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        out = self.proj(out.transpose(2, 3).reshape(b, n_windows, n_tokens, c))
+        out = self.proj(rearrange(out, "b n heads t d -> b n t (heads d)"))
         out = _window_merge(out, ws, h, w)
         if shift:
             out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
