@@ -196,7 +196,7 @@ def run_prepare(
     """Build every missing map shard (through `map_fn`), then assemble the dataset in `out_dir`."""
     from functools import partial
 
-    from tqdm.auto import tqdm
+    from radiodiff.progress import Progress
 
     check_source(cfg)
     start = time.perf_counter()
@@ -204,7 +204,7 @@ def run_prepare(
     cache = Path(cache_dir) / shard_key(cfg)
     reused = sum(shard_path(job, cache).is_file() for job in jobs)
     work = partial(build_shards, cfg=cfg, cache_dir=cache)
-    with tqdm(total=len(jobs), desc="prepare: maps", unit="map", disable=not progress) as bar:
+    with Progress(len(jobs), "prepare", unit="map", enabled=progress) as bar:
         for done in map_fn(work, _chunks(jobs, cfg.workers)):
             bar.update(len(done))
     index = assemble([(job.split, job.map_id, shard_path(job, cache)) for job in jobs], Path(out_dir))

@@ -389,7 +389,7 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     maps (see `build_methods`)."""
     import dataclasses
 
-    from tqdm.auto import tqdm
+    from radiodiff.progress import Progress
 
     from radiodiff.evaluation.figures import (
         consistency_figure, new_layout_figure, nmse_histogram_figure, no_data_figure, tradeoff_figure, traffic_figure,
@@ -409,8 +409,8 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     missing = {m.name for m in traffic_list} - {m.name for m in methods}
     assert not missing, f"traffic methods absent from the main run: {sorted(missing)}"
     seeds = kit.flux.seeds
-    bar = tqdm(total=(len(methods) + len(traffic_list)) * len(seeds), desc="evaluate", disable=not progress)
-    step = lambda name, seed: (bar.set_postfix_str(name), bar.update())  # noqa: E731
+    bar = Progress((len(methods) + len(traffic_list)) * len(seeds), "evaluate", unit="method", enabled=progress)
+    step = lambda name, seed: bar.update(last=name, seed=seed)  # noqa: E731
     accuracy = run_accuracy(methods, kit.maps, seeds, step)
     traffic_run = run_accuracy(traffic_list, traffic, seeds, step, score=traffic_scores,
                                metrics=METRICS + ("car_response",)) if traffic_list else None

@@ -117,7 +117,7 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
         batches=loader_factory(latents, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
                                num_workers=cfg.data.workers, device=device),
         checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir), file_digest(vae_path)),
-        name="train_ldm",
+        name=f"train_ldm[{cfg.diffusion.prediction.value}]",
     )
     model = bundle(result.ema.ema_model.eval())
     test = RadioMapDataset(dataset_dir, "test", condition.encodings)

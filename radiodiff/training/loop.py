@@ -27,11 +27,11 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from radiodiff import devices
 from radiodiff.errors import RunFailure, UserError
 from radiodiff.options import Precision
+from radiodiff.progress import Progress
 from radiodiff.training import distributed
 from radiodiff.training.checkpoint import (
     checkpoint_path,
@@ -189,8 +189,7 @@ def train_loop(
     autocast = lambda: devices.autocast(device, precision)  # noqa: E731
     first_step, started = run.step, time.perf_counter()
     window: dict[str, list[float]] = {}
-    shown = progress and run.ranks.is_main
-    bar = tqdm(total=config.total_steps, initial=run.step, disable=None if shown else True, unit="step")
+    bar = Progress(config.total_steps, name, unit="step", initial=run.step, enabled=progress and run.ranks.is_main)
     try:
         while run.step < config.total_steps and not run.stopped:
             try:
@@ -201,8 +200,7 @@ def train_loop(
             run.step += 1
             for key, value in metrics.items():
                 window.setdefault(key, []).append(value)
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", refresh=False)
-            bar.update()
+            bar.update(loss=metrics["loss"], lr=lr)
             _after_step(run, hooks, window, lr)
     finally:
         bar.close()
