@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing radiodiff and its dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@$(BIN)/python -m pip install --upgrade pip > $(VENV)/install.log 2>&1 \
-	  && $(BIN)/python -m pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 \
+	  && $(BIN)/python -m pip install -e '.[dev,ui]' >> $(VENV)/install.log 2>&1 \
 	  || (tail -n 40 $(VENV)/install.log; exit 1)
 	@touch $(STAMP)
 
@@ -47,15 +47,20 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate.py
 	$(BIN)/python benchmarks/models.py
 
-# Both UIs on loopback: Prefect's server in the background, MLflow's in the foreground (one
-# worker, no GenAI job runner: light on 2 cores); Ctrl-C stops both (after a hard kill:
+# The three UIs on loopback: Prefect's server and the Optuna dashboard (the study of
+# `radiodiff tune`, tune/study.db) in the background, MLflow's in the foreground (one worker,
+# no GenAI job runner: light on 2 cores); Ctrl-C stops all three (after a hard kill:
 # `prefect server stop`).
 MLFLOW_UI_PORT ?= 5000
 PREFECT_UI_PORT ?= 4200
+OPTUNA_UI_PORT ?= 8080
+OPTUNA_STORAGE ?= sqlite:///tune/study.db
 ui: $(STAMP)
-	@mkdir -p mlruns
+	@mkdir -p mlruns tune .cache
 	@prefect server start --host 127.0.0.1 --port $(PREFECT_UI_PORT) --background > /dev/null
-	@echo "Prefect UI on http://127.0.0.1:$(PREFECT_UI_PORT), MLflow UI on http://127.0.0.1:$(MLFLOW_UI_PORT) (Ctrl-C stops both)"
-	@trap 'prefect server stop > /dev/null' EXIT INT TERM; \
+	@echo "Prefect UI on http://127.0.0.1:$(PREFECT_UI_PORT), MLflow UI on http://127.0.0.1:$(MLFLOW_UI_PORT), Optuna dashboard on http://127.0.0.1:$(OPTUNA_UI_PORT) (Ctrl-C stops all)"
+	@optuna-dashboard $(OPTUNA_STORAGE) --host 127.0.0.1 --port $(OPTUNA_UI_PORT) > .cache/optuna-dashboard.log 2>&1 & \
+	  dashboard=$$!; \
+	  trap 'kill $$dashboard 2> /dev/null; prefect server stop > /dev/null' EXIT INT TERM; \
 	  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 	    --host 127.0.0.1 --port $(MLFLOW_UI_PORT) --workers 1

@@ -34,7 +34,7 @@ def tune_flow(params_path: str = "params.yaml", n_trials: int | None = None, stu
     # A flow run started by pipelines/flows.py already names its own run in the environment.
     tags = {} if os.environ.get("RADIODIFF_FLOW_RUN_ID") or not flow_run.id else {"prefect_flow_run_id": str(flow_run.id)}
     profile = "default" if Path(params_path).name == "params.yaml" else Path(params_path).stem
-    result = run_tuning(params, n_trials=n_trials, storage=None if study_db is None else Path(study_db),
+    result = run_tuning(params, n_trials=n_trials, storage=study_db,
                         inputs=TrialInputs(dataset_dir=Path(dataset_dir), vae_path=Path(vae_path),
                                            work_dir=Path(work_dir)),
                         tracker=MlflowStudyTracker(profile=profile, tags=tags))
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--n-trials", type=int, help="trials to add (default: tune.n_trials)")
-    parser.add_argument("--study-db", help="sqlite study file (default: tune.storage)")
+    parser.add_argument("--study-db", "--storage", dest="study_db",
+                        help="sqlite file, database URL or journal:FILE (default: tune.storage)")
     args = parser.parse_args(argv)
     use_all_cores()
     return run_stage(lambda: print(tune_flow(args.params, args.n_trials, args.study_db)))

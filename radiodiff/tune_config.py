@@ -101,7 +101,11 @@ class PrunerConfig:
 class TuneConfig:
     """The Optuna study of `radiodiff tune`.
 
-    - study, storage: study name inside a sqlite file (resumable: more trials add to it).
+    - study, storage: study name inside a storage (resumable: more trials add to it): a sqlite
+      file, a database URL shared by several workers, or `journal:FILE` on a shared filesystem
+      (`radiodiff.tuning.storage`).
+    - heartbeat_s, grace_s: a running trial's heartbeat; one silent for `grace_s` (its process
+      was killed) is marked FAIL by the next trial and retried once (database storages).
     - stage, metric, direction: each trial trains `stage` for `trial_steps` optimizer steps,
       validating every `val_every`; the objective is validation `metric` at the last step.
     - seed: of the TPE sampler; `startup_trials` random trials come before TPE models the space.
@@ -120,10 +124,14 @@ class TuneConfig:
     val_every: int = 100
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     params: tuple[ParamSpec, ...] = ()
+    heartbeat_s: int = 60
+    grace_s: int = 180
 
     def __post_init__(self) -> None:
         if not self.study or not self.storage:
             raise ValueError("study and storage must not be empty")
+        if not 1 <= self.heartbeat_s < self.grace_s:
+            raise ValueError(f"need 1 <= heartbeat_s < grace_s, got {self.heartbeat_s} and {self.grace_s}")
         if self.n_trials < 1 or self.trial_steps < 1 or self.startup_trials < 0 or self.seed < 0:
             raise ValueError("need n_trials >= 1, trial_steps >= 1, startup_trials >= 0, seed >= 0")
         if not 1 <= self.val_every <= self.trial_steps:

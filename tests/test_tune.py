@@ -258,3 +258,65 @@ def test_dvc_exp_run_takes_the_best_params_file_and_the_remote_round_trips(tmp_p
     pulled = _dvc(tmp_path / "clone", "pull", "tune/best_params.yaml.dvc")
     assert pulled.returncode == 0, pulled.stderr[-2000:]
     assert (tmp_path / "clone" / "tune" / "best_params.yaml").read_text() == yaml_path.read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_trial_becomes_fail_and_is_retried_once_with_its_params(tmp_path, dataset, vae_file):
+    """SIGKILL a `radiodiff tune` process mid-trial: its heartbeat stops, and the next session
+    marks the trial FAIL and runs it again with the same params (once)."""
+    import os
+    import signal
+    import sys
+    import time
+
+    raw = yaml.safe_load(TINY.read_text())
+    raw["tune"].update(heartbeat_s=1, grace_s=2, trial_steps=100_000, val_every=100_000)
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(raw))
+    raw["tune"].update(trial_steps=4, val_every=2)
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(yaml.safe_dump(raw))
+    storage = tmp_path / "tune" / "study.db"
+    command = [str(Path(sys.executable).parent / "radiodiff"), "tune", "--params", str(slow), "--storage", str(storage),
+               "--dataset", str(dataset / "data"), "--vae", str(vae_file[0]), "--work-dir", str(tmp_path / "work"),
+               "--threads", "1", "--no-mlflow", "--n-trials", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "the trial never started"
+            if storage.is_file():
+                trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").trials
+                if trials and trials[0].state == optuna.trial.TrialState.RUNNING:
+                    break
+            time.sleep(0.5)
+        time.sleep(2.0)  # a few heartbeats in
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    time.sleep(3.0)  # past the grace period
+    assert _tune(tmp_path, dataset, vae_file[0], "--n-trials", "1", params=quick) == 0
+    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").trials
+    killed, retry = trials[0], trials[1]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    assert retry.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert retry.params == killed.params and retry.system_attrs["failed_trial"] == killed.number
+    assert len(trials) == 2  # the retry was this session's one trial
+
+
+def test_the_storage_spec_is_a_file_a_database_url_or_a_journal(tmp_path):
+    from radiodiff.tune_config import TuneConfig
+    from radiodiff.tuning.storage import open_storage, parse_storage
+
+    assert parse_storage("tune/study.db").kind == "sqlite" and parse_storage("tune/study.db").files_dir == Path("tune")
+    url = parse_storage("postgresql://u@host/db")
+    assert url.kind == "url" and url.files_dir == Path("tune") and str(url) == "postgresql://u@host/db"
+    journal = parse_storage(f"journal:{tmp_path / 'j' / 'study.log'}")
+    assert journal.kind == "journal" and journal.files_dir == tmp_path / "j"
+    study = optuna.create_study(study_name="s", storage=open_storage(journal, TuneConfig()))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="s", storage=open_storage(journal, TuneConfig())).trials) == 2
+    with pytest.raises(UserError, match="cannot open the study storage"):
+        open_storage(parse_storage("nosuchdialect://x/y"), TuneConfig())
+    with pytest.raises(UserError, match="empty"):
+        parse_storage("  ")

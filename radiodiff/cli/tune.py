@@ -1,14 +1,16 @@
 """`radiodiff tune`: search the `tune:` space of the params file with Optuna.
 
-    radiodiff tune [--params FILE] [--n-trials N] [--study-db FILE] [--dataset DIR] [--vae FILE]
+    radiodiff tune [--params FILE] [--n-trials N] [--storage STORAGE] [--dataset DIR] [--vae FILE]
                    [--work-dir DIR] [--threads N] [--no-mlflow]
 
 Each trial trains the LDM for `tune.trial_steps` on the prepared dataset and trained VAE
 (`dvc repro train_vae` first) and is scored by its validation metric; a median pruner stops
-weak trials early. The study lives in a sqlite file (`tune.storage`, or --study-db): running
-the command again adds --n-trials more. Every trial is a nested MLflow run under the study's
-run. At the end it prints every trial, and writes the best params beside the study file:
-best_params.yaml, and best_params.args for `dvc exp run $(cat tune/best_params.args)`.
+weak trials early. The study lives in `tune.storage` (or --storage): a sqlite file, a database
+URL several workers share, or journal:FILE on a shared filesystem; running the command again
+adds --n-trials more. A trial whose process was killed is marked FAIL by a later trial and run
+once more with its params (database storages). Every trial is a nested MLflow run under the
+study's run. At the end it prints every trial, and writes the best params beside the study
+file: best_params.yaml, and best_params.args for `dvc exp run $(cat tune/best_params.args)`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                         help="params file with a tune: section (default: params.yaml)")
     parser.add_argument("--n-trials", type=positive_int, metavar="N", help="trials to add (default: tune.n_trials)")
-    parser.add_argument("--study-db", type=Path, metavar="FILE", help="sqlite study file (default: tune.storage)")
+    parser.add_argument("--study-db", "--storage", dest="study_db", metavar="STORAGE",
+                        help="sqlite file, database URL or journal:FILE (default: tune.storage)")
     parser.add_argument("--dataset", type=Path, default=DATASET_DIR, metavar="DIR",
                         help=f"prepared dataset (default: {DATASET_DIR})")
     parser.add_argument("--vae", type=Path, default=MODELS.vae, metavar="FILE",

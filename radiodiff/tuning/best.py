@@ -26,7 +26,7 @@ BEST_ARGS = "best_params.args"
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.+\-]+")
 
 
-def write_best(directory: Path, *, study: str, storage: Path, metric: str, trial: int, value: float,
+def write_best(directory: Path, *, study: str, storage: str, metric: str, trial: int, value: float,
                params: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write both files into `directory`; returns (yaml path, args path)."""
     record = {"study": study, "storage": str(storage), "trial": trial, "metric": metric, "value": float(value),

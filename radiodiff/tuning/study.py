@@ -15,11 +15,13 @@ import optuna
 from radiodiff.config import Params
 from radiodiff.data.assemble import INDEX_FILE
 from radiodiff.errors import RunFailure, UserError
+from radiodiff.progress import Progress
 from radiodiff.tuning.best import write_best
-from radiodiff.tune_config import PrunerKind, TuneConfig
+from radiodiff.tune_config import Direction, PrunerKind, TuneConfig
 from radiodiff.tuning.objective import InvalidTrialConfig, TrialInputs, make_objective
 from radiodiff.tuning.report import TrialRow, study_figures, trial_rows
 from radiodiff.tuning.space import check_space
+from radiodiff.tuning.storage import StudyStorage, open_storage, parse_storage
 from radiodiff.tuning.tracker import COMPLETE, FAILED, PRUNED, NullTracker, StudyTracker
 
 UID_ATTR = "radiodiff_uid"  # study user attribute: names the study's tracking run across sessions
@@ -30,7 +32,7 @@ class TuneResult:
     """A study after a tuning session: every trial so far, the best one, the files written."""
 
     study: str
-    storage: Path
+    storage: str
     metric: str
     rows: tuple[TrialRow, ...]
     best: TrialRow | None
@@ -46,14 +48,14 @@ def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
                                        interval_steps=cfg.interval_steps)
 
 
-def open_study(tune: TuneConfig, storage: Path, *, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """Create the study in sqlite file `storage`, or load it if it exists (`load_if_exists`).
+def open_study(tune: TuneConfig, storage: StudyStorage, *, pruner: optuna.pruners.BasePruner | None = None
+               ) -> optuna.Study:
+    """Create the study in `storage`, or load it if it exists (`load_if_exists`).
 
     The TPE seed is derived from `tune.seed` and the number of trials already in the study: a
     resumed session with the bare seed would replay the first session's random start-up draws.
     """
-    storage.parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=tune.study, storage=f"sqlite:///{storage.resolve()}",
+    study = optuna.create_study(study_name=tune.study, storage=open_storage(storage, tune),
                                 direction=tune.direction.value, load_if_exists=True,
                                 pruner=pruner or make_pruner(tune))
     done = len(study.trials)
@@ -64,7 +66,7 @@ def open_study(tune: TuneConfig, storage: Path, *, pruner: optuna.pruners.BasePr
     return study
 
 
-def run_tuning(params: Params, *, inputs: TrialInputs, n_trials: int | None = None, storage: Path | None = None,
+def run_tuning(params: Params, *, inputs: TrialInputs, n_trials: int | None = None, storage: str | None = None,
                tracker: StudyTracker | None = None, pruner: optuna.pruners.BasePruner | None = None,
                progress: bool = False, on_trial: Callable[[TrialRow], Any] | None = None) -> TuneResult:
     """Run `n_trials` (default `tune.n_trials`) more trials of the study of `params.tune`.
@@ -75,12 +77,22 @@ def run_tuning(params: Params, *, inputs: TrialInputs, n_trials: int | None = No
     tune = params.tune
     check_space(params)
     _check_inputs(inputs)
-    storage = Path(storage or tune.storage)
+    storage = parse_storage(str(storage or tune.storage))
     study = open_study(tune, storage, pruner=pruner)
-    callbacks = [] if on_trial is None else [lambda _, trial: on_trial(trial_rows([trial])[0])]
-    with (tracker or NullTracker()).study(study.study_name, study.user_attrs[UID_ATTR], tune) as run:
+    count = n_trials or tune.n_trials
+    trials = Progress(count, "tune", unit="trial")
+
+    def after_trial(finished: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        row = trial_rows([trial])[0]
+        complete = [t.value for t in finished.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = (min if tune.direction is Direction.MINIMIZE else max)(complete) if complete else None
+        trials.update(last=f"{row.number} {row.state}", best=best)
+        if on_trial is not None:
+            on_trial(row)
+
+    with (tracker or NullTracker()).study(study.study_name, study.user_attrs[UID_ATTR], tune) as run, trials:
         study.optimize(make_objective(params, inputs=inputs, run=run, progress=progress),
-                       n_trials=n_trials or tune.n_trials, catch=(InvalidTrialConfig, RunFailure), callbacks=callbacks)
+                       n_trials=count, catch=(InvalidTrialConfig, RunFailure), callbacks=[after_trial])
         result = _summarize(study, tune, storage)
         best = result.best
         figures = study_figures(study)
@@ -90,16 +102,16 @@ def run_tuning(params: Params, *, inputs: TrialInputs, n_trials: int | None = No
     return result
 
 
-def _summarize(study: optuna.Study, tune: TuneConfig, storage: Path) -> TuneResult:
+def _summarize(study: optuna.Study, tune: TuneConfig, storage: StudyStorage) -> TuneResult:
     rows = tuple(trial_rows(study.trials))
     complete = [row for row in rows if row.state == COMPLETE]
     best = None
     files: tuple[Path, ...] = ()
     if complete:
         best = next(row for row in rows if row.number == study.best_trial.number)
-        files = write_best(storage.parent, study=tune.study, storage=storage, metric=tune.metric,
+        files = write_best(storage.files_dir, study=tune.study, storage=str(storage), metric=tune.metric,
                            trial=best.number, value=best.value, params=best.params)
-    return TuneResult(tune.study, storage, tune.metric, rows, best, files)
+    return TuneResult(tune.study, str(storage), tune.metric, rows, best, files)
 
 
 def state_counts(rows: tuple[TrialRow, ...]) -> dict[str, int]:
