@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -54,13 +55,18 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; swap it in as `target` on success.
 
     Readers see either the old folder or the complete new one; a failure leaves `target`
-    as it was and removes the temporary folder.
+    as it was and removes the temporary folder. The folder is named after this process, so
+    the next call removes what a killed one (SIGKILL runs no cleanup) left beside `target`.
     """
     import shutil
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        owner = stale.name[len(target.name) + 2:].split("-", 1)[0]
+        if owner.isdigit() and not process_alive(int(owner)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
@@ -74,6 +80,17 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def safe_child(root: str | os.PathLike, name: str) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,57 @@ def test_empty_query_file_is_a_user_error(served, tmp_path, capsys):
     assert main(cli_args(root, models, "--queries", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "m"))) == 2
     assert "no queries" in capsys.readouterr().err
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_a_signal_mid_run_leaves_the_old_maps_whole_and_a_bank_that_verifies(served, tmp_path, signum):
+    """SIGINT or SIGKILL while `predict --queries` stores misses: --out keeps the earlier run's
+    maps as they were (no truncated or mixed-in PNG), the bank verifies, and the next run
+    finishes and clears what the killed one left beside --out."""
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    root, models = served
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(60):  # new layouts: every query misses the bank and stores a part
+        layout = np.zeros((256, 256), np.uint8)
+        for _ in range(6):
+            r, c = rng.integers(48, 200, size=2)
+            layout[r:r + 24, c:c + 24] = 255
+        Image.fromarray(layout).save(tmp_path / f"layout{i}.png")
+        lines.append(json.dumps({"buildings": f"layout{i}.png", "tx": [8, 8]}))
+    queries = tmp_path / "many.jsonl"
+    queries.write_text("\n".join(lines) + "\n")
+    out, bank = tmp_path / "maps", tmp_path / "bank"
+    out.mkdir()
+    (out / "00000.png").write_bytes(b"an earlier run's map")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    command = [str(Path(sys.executable).parent / "radiodiff"), *cli_args(root, models, "--queries", str(queries),
+                                                                        "--out", str(out), "--bank", str(bank))]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(bank.glob("part-*.parquet"))) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    if signum == signal.SIGINT:
+        assert process.returncode == 130 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+        assert not list(tmp_path.glob(".maps.*"))  # its staging folder went with it
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    verified = subprocess.run([str(Path(sys.executable).parent / "radiodiff"), "bank", "verify", str(bank)],
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0 and verified.stdout.startswith("ok: "), verified.stderr
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(60)]
+    assert not list(tmp_path.glob(".maps.*"))  # nothing left beside --out, the killed run's staging included
