@@ -151,9 +151,12 @@ def test_simulate_out_dir_that_is_a_file(tmp_path, capsys):
     assert_refused(code, err, tmp_path, before, "cannot create the folder")
 
 
+FLAG_SOUP = st.lists(st.sampled_from(["--map-id", "--tx-id", "--tx", "--out", "--cars", "x", "-1", "701", "3", "nan",
+                                      "--pixel-size-m", "--buildings"]), max_size=6)
+
+
 @SETTINGS
-@given(argv=st.lists(st.sampled_from(["--map-id", "--tx-id", "--tx", "--out", "--cars", "x", "-1",
-                                      "701", "3", "nan", "--pixel-size-m", "--buildings"]), max_size=6))
+@given(argv=FLAG_SOUP)
 def test_simulate_random_flag_soup_never_tracebacks(argv, capsys):
     with tempfile.TemporaryDirectory() as folder:
         before = files_under(Path(folder))

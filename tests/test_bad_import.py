@@ -46,10 +46,11 @@ def _gain_images(draw_defect: str, shape=(256, 256)) -> list[np.ndarray | bytes 
     return [good, defect]
 
 
+DEFECTS = ["none", "missing", "wrong-size", "sixteen-bit", "rgb", "truncated", "not-an-image", "pixels-cut-short"]
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=HEALTH)  # all 16 cases
-@given(defect=st.sampled_from(["none", "missing", "wrong-size", "sixteen-bit", "rgb", "truncated", "not-an-image",
-                               "pixels-cut-short"]),
-       traffic=st.booleans())
+@given(defect=st.sampled_from(DEFECTS), traffic=st.booleans())
 def test_importer_refuses_bad_gain_maps_and_writes_no_dataset(defect, traffic):
     """Static samples read `gain/DPM`; with `dynamic` 1 every Tx also has a traffic twin read
     from `gain/carsDPM`, where the defect then sits (the DPM files being good)."""
