@@ -513,3 +513,70 @@ def test_served_model_answers_like_radiodiff_predict_and_refuses_bad_requests(
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
     assert not list((tmp_path / "tmp").glob("radiodiff-served-bank-*")), (tmp_path / "serve.log").read_text()[-2000:]
+
+
+def test_champion_alias_follows_the_gate_and_the_best_nmse(mlflow_store, tmp_path):
+    """evaluate's promotion rule on bare registry versions: gate passed and NMSE at most the
+    champion's (a 1% tie promotes the newer); a failed gate or a worse NMSE leaves the alias."""
+    import mlflow
+
+    from radiodiff import tracking
+    from radiodiff.tracking.registry import CHAMPION, promote_champion
+
+    tracking.configure()
+    client = mlflow.MlflowClient()
+    client.create_registered_model("toy-flux")
+
+    def version(nmse: float) -> int:
+        made = client.create_model_version("toy-flux", source=str(tmp_path), tags={"flux_nmse": str(nmse)})
+        return int(made.version)
+
+    def champion() -> int:
+        return int(client.get_model_version_by_alias("toy-flux", CHAMPION).version)
+
+    first = version(0.05)
+    assert promote_champion(first, nmse=0.05, gate=True, name="toy-flux")[0] and champion() == first
+    worse = version(0.06)
+    promoted, reason = promote_champion(worse, nmse=0.06, gate=True, name="toy-flux")
+    assert not promoted and "worse than champion version 1's 0.05" in reason and champion() == first
+    tie = version(0.0504)
+    assert promote_champion(tie, nmse=0.0504, gate=True, name="toy-flux")[0] and champion() == tie
+    ungated = version(0.01)
+    promoted, reason = promote_champion(ungated, nmse=0.01, gate=False, why_not="Flux does not count (x)",
+                                        name="toy-flux")
+    assert not promoted and champion() == tie and reason == "not promoted: Flux does not count (x)"
+    assert client.get_model_version("toy-flux", str(ungated)).tags["champion_decision"] == reason
+
+
+def test_a_moved_checkout_keeps_its_runs_artifacts_and_registered_models(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from radiodiff import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RADIODIFF_ARTIFACT_ROOT", raising=False)
+    old = tmp_path / "old" / "checkout"
+    old.mkdir(parents=True)
+    monkeypatch.chdir(old)
+    tracking.configure()
+    with tracking.stage_run("prepare", {"a": 1}) as run:
+        (old / "note.txt").write_text("kept")
+        run.log_artifact(old / "note.txt", folder="files")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("toy")
+    client.create_model_version("toy", source=f"{mlflow.get_run(run.run_id).info.artifact_uri}/files")
+
+    new = tmp_path / "new" / "checkout"
+    new.parent.mkdir()
+    old.rename(new)
+    monkeypatch.chdir(new)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # a new process: MLflow sets it in this one
+    tracking.configure()
+    assert "artifact locations rewritten" in capsys.readouterr().err
+    moved = mlflow.get_run(run.run_id).info.artifact_uri
+    assert moved.startswith((new / "mlruns" / "artifacts").as_uri())
+    assert Path(mlflow.artifacts.download_artifacts(f"{moved}/files/note.txt")).read_text() == "kept"
+    assert mlflow.MlflowClient().get_model_version("toy", "1").source.startswith((new / "mlruns").as_uri())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    tracking.configure()  # nothing moved since: nothing rewritten
+    assert "rewritten" not in capsys.readouterr().err

@@ -65,6 +65,15 @@ def part_record(path: Path, rows: int) -> PartRecord:
     return PartRecord(bytes=path.stat().st_size, sha256=file_sha256(path), rows=int(rows))
 
 
+def content_digest(root: Path) -> str:
+    """A sha256 of what bank `root` holds: the whole-file digests of its recorded parts, sorted
+    (part names are random; equal content gives an equal digest)."""
+    record = read_record(root)
+    if record is None:
+        raise BankError(f"{root}: no {RECORD_NAME}: the bank has no record to digest")
+    return hashlib.sha256("\n".join(sorted(p.sha256 for p in record.parts.values())).encode()).hexdigest()
+
+
 def read_record(root: Path) -> BankRecord | None:
     """The record of bank `root`, or None for a bank written before records existed (or empty)."""
     path = root / RECORD_NAME

@@ -24,6 +24,7 @@ apply_offline_defaults()  # before mlflow, which reads its switches at import
 import mlflow  # noqa: E402
 
 from radiodiff.tracking.crashes import fail_orphaned_runs, owner_tags, sigterm_raises  # noqa: E402
+from radiodiff.tracking.relocate import relocate_store  # noqa: E402
 from radiodiff.typed_yaml import plain  # noqa: E402
 
 EXPERIMENT = "radiodiff"
@@ -62,6 +63,8 @@ def configure(store: str | Path = DEFAULT_STORE) -> str:
     if not uri:
         store.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{store / 'mlflow.db'}"
+        if "RADIODIFF_ARTIFACT_ROOT" not in os.environ:
+            relocate_store(store, EXPERIMENT)  # a moved checkout: its runs' artifacts moved with it
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         artifacts = Path(os.environ.get("RADIODIFF_ARTIFACT_ROOT", store / "artifacts")).resolve()
@@ -98,6 +101,21 @@ class StageRun:
         else:
             mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def log_artifact_once(self, path: str | Path, folder: str, digest: str) -> str:
+        """Log `path` under `folder` unless a run of the experiment already logged content of
+        this `digest`; either way the run is tagged `{folder}_sha256` and `{folder}_run` (the
+        run whose artifacts hold it). Returns that run's id. Keeps a bank, logged by every
+        build that leaves it unchanged, from being copied into every run."""
+        experiment = mlflow.get_run(self.run_id).info.experiment_id
+        earlier = mlflow.search_runs([experiment], filter_string=f"tags.`{folder}_sha256` = '{digest}'",
+                                     output_format="list", max_results=50)
+        holder = next((r.info.run_id for r in earlier if r.data.tags.get(f"{folder}_run") == r.info.run_id), None)
+        if holder is None:
+            self.log_artifact(path, folder=folder)
+            holder = self.run_id
+        mlflow.set_tags({f"{folder}_sha256": digest, f"{folder}_run": holder})
+        return holder
+
     def log_model(self, module: Any, name: str, input_example: Any) -> None:
         """Log a torch module as an MLflow model (see `log_torch_model`)."""
         log_torch_model(module, name, input_example)
@@ -122,6 +140,9 @@ class SilentRun(StageRun):
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         pass
+
+    def log_artifact_once(self, path: str | Path, folder: str, digest: str) -> str:
+        return ""
 
     def log_model(self, module: Any, name: str, input_example: Any) -> None:
         pass

@@ -42,6 +42,7 @@ from mlflow.types.schema import DataType, ParamSchema, ParamSpec, Schema, Tensor
 from radiodiff.config import SOURCE_MAP_SIZE, FluxConfig
 from radiodiff.dynamic_batching import DynamicBatcher
 from radiodiff.errors import UserError
+from radiodiff.io import process_alive
 from radiodiff.tracking.request import MAX_ROWS, MapRequest, parse_request
 from radiodiff.typed_yaml import build, plain
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from radiodiff.serve import Query
 
 MODEL_NAME = "radiodiff-flux"
+CHAMPION = "champion"  # the registry alias of the version to serve (`models:/radiodiff-flux@champion`)
+TIE = 0.01  # a version within 1% of the champion's NMSE ties it, and a tie promotes the newer
 LOGGED_NAME = "flux_model"  # the model's folder in the run's artifacts
 ENTRY = Path(__file__).with_name("flux_model.py")
 SCRATCH_PREFIX = "radiodiff-served-bank-"  # + owner pid: where the served model stores its bank misses
@@ -145,19 +148,9 @@ def _scratch_folder() -> tempfile.TemporaryDirectory:
     """
     for old in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         owner = old.name.removeprefix(SCRATCH_PREFIX).split("-")[0]
-        if owner.isdigit() and not _process_exists(int(owner)):
+        if owner.isdigit() and not process_alive(int(owner)):
             shutil.rmtree(old, ignore_errors=True)
     return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def flux_signature() -> ModelSignature:
@@ -251,6 +244,29 @@ def register_flux_model(*, ldm_path: Path, vae_path: Path, flux: FluxConfig, res
     for key, value in version_tags.items():
         client.set_model_version_tag(name, str(version), key, value)
     return version
+
+
+def promote_champion(version: int, *, nmse: float, gate: bool, why_not: str = "", name: str = MODEL_NAME
+                     ) -> tuple[bool, str]:
+    """Point the alias `champion` at `version` when it passes its `gate` (evaluate: Flux counts)
+    and its served NMSE beats or ties (within `TIE`) the current champion's `flux_nmse` tag.
+    Returns (promoted, the reason in words); the version is tagged with that reason."""
+    client = mlflow.MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    if not gate:
+        promoted, reason = False, f"not promoted: {why_not or 'it did not pass its gate'}"
+    elif current is not None and not nmse <= float(current.tags.get("flux_nmse", "inf")) * (1.0 + TIE):
+        promoted, reason = False, (f"not promoted: NMSE {nmse:.4g} is worse than champion version {current.version}'s "
+                                   f"{float(current.tags['flux_nmse']):.4g}")
+    else:
+        previous = "" if current is None else f" (was version {current.version})"
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+        promoted, reason = True, f"promoted to @{CHAMPION}{previous}: NMSE {nmse:.4g}"
+    client.set_model_version_tag(name, str(version), "champion_decision", reason)
+    return promoted, reason
 
 
 def _tag_text(value: Any) -> str:

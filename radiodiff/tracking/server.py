@@ -137,7 +137,11 @@ def load_served_model(model_uri: str, *, batch_maps: int | None = None) -> Any:
     try:
         return mlflow.pyfunc.load_model(model_uri, model_config=overrides)
     except (MlflowException, OSError) as exc:
-        raise UserError(f"cannot load model {model_uri}: {str(exc).splitlines()[0][:200]}") from None
+        hint = ""
+        if "@" in model_uri and "alias" in str(exc).lower():
+            hint = ("; evaluate sets an alias only on a version that passes its gate (see the versions' "
+                    "champion_decision tag): serve one by number or --model models:/radiodiff-flux/latest")
+        raise UserError(f"cannot load model {model_uri}: {str(exc).splitlines()[0][:200]}{hint}") from None
 
 
 def serve_model(model: Any, *, host: str, port: int, max_body_bytes: int) -> int:
