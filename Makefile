@@ -33,9 +33,12 @@ $(STAMP): pyproject.toml
 	  || (tail -n 40 $(VENV)/install.log; exit 1)
 	@touch $(STAMP)
 
+# One Prefect server for the whole run (not a temporary one per stage and Dask worker), then the
+# pipeline; the results are in docs/RESULTS.md, written by its last stage.
 demo: $(STAMP)
-	dvc repro
+	$(BIN)/python -m pipelines.prefect_server -- dvc repro
 	dvc metrics show
+	@echo "results: docs/RESULTS.md (figures in plots/; browse runs with 'make ui')"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

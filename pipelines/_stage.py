@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ apply_offline_defaults()  # before prefect, which reads its switches at import
 from prefect import task  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 
-from radiodiff.artifacts.layout import METRICS_DIR, PLOTS_DIR  # noqa: E402
+from radiodiff.artifacts.layout import CURVES_DIR, METRICS_DIR, PLOTS_DIR  # noqa: E402
 from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT, RunFailure, UserError  # noqa: E402
 from radiodiff.io import atomic_write_text, safe_child  # noqa: E402
 
@@ -92,12 +93,39 @@ def _run_or_launch(params: Any, params_path: str, body: Callable[[Any], Any], la
     return 0
 
 
+PARENT_TASK_RUN_ENV = "RADIODIFF_PREFECT_PARENT_TASK_RUN"  # set by pipelines/flows.py for its stage processes
+
+
 def rank_flow(flow: Any) -> Callable[..., Any]:
     """`flow` on rank 0, which reports to Prefect; its plain function on the other ranks of a
-    DDP run, which run the same body beside it without a flow run (or a tracking run) of their own."""
+    DDP run, which run the same body beside it without a flow run (or a tracking run) of their own.
+
+    Started by the pipeline flow (`pipelines/flows.py` sets `RADIODIFF_PREFECT_PARENT_TASK_RUN`
+    to the task run of the stage), the flow run is created as a child of that task run: the
+    stages are subflows of the pipeline run, one tree in the Prefect UI, though each runs in its
+    own `dvc repro` process."""
     from radiodiff.training import distributed
 
-    return flow if distributed.is_main() else flow.fn
+    if not distributed.is_main():
+        return flow.fn
+    parent = os.environ.get(PARENT_TASK_RUN_ENV)
+    return flow if not parent else functools.partial(_run_as_child, flow, parent)
+
+
+def _run_as_child(flow: Any, parent_task_run: str, *args: Any, **kwargs: Any) -> Any:
+    """Run `flow(*args, **kwargs)` as a flow run whose parent is task run `parent_task_run`."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Pending
+    from prefect.utilities.callables import get_call_parameters
+
+    parameters = get_call_parameters(flow.fn, args, kwargs)
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(flow=flow, parameters=flow.serialize_parameters(parameters), state=Pending(),
+                                          parent_task_run_id=UUID(parent_task_run))
+    return run_flow(flow, flow_run=flow_run, parameters=parameters)
 
 
 def publish_training(run: Any, stage: str | None, *, metrics: dict, figure: Any, figure_name: str, model_path: Path,
@@ -144,6 +172,11 @@ def prefect_map(fn: Callable, items: list) -> Iterable:
     futures = [_apply.submit(fn, item) for item in items]
     for future in as_completed(futures):
         yield future.result()
+
+
+def write_curve(curve: Any, stage: str, stem: str = "") -> list[Path]:
+    """Write a training `Curve` as DVC plot data in `plots/curves/{stage}/`."""
+    return curve.write(CURVES_DIR / stage, stem)
 
 
 def write_metrics(name: str, metrics: dict) -> Path:

@@ -4,10 +4,11 @@ the paper's claim, plots and figures."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import save_figure, stage_main, write_metrics
+from pipelines._stage import rank_flow, save_figure, stage_main, write_metrics
 from prefect import flow
 
 from radiodiff import tracking
@@ -109,7 +110,9 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str
             return predict_baseline(baseline, cond)
 
     with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
+        started = time.perf_counter()
         result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), others=others, traffic=traffic)
+        result.headline["evaluate_seconds"] = time.perf_counter() - started
         per_method = {row["method"]: {k: row[k] for k in TABLE_COLUMNS}
                       for row in result.table.to_dict(orient="records")}
         run.log(result.headline)
@@ -132,13 +135,28 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str
 def _register(flux: FluxConfig, models_dir: Path, bank_dir: Path, resolution: int, headline: dict) -> None:
     """Register what `radiodiff predict` serves (denoiser, VAE, tuned tail, bank) in the MLflow
     Model Registry, the version tagged with the headline figures."""
-    from radiodiff.tracking.registry import MODEL_NAME, register_flux_model
+    from radiodiff.tracking.registry import CHAMPION, MODEL_NAME, promote_champion, register_flux_model
 
     tags = {key: headline[key] for key in REGISTRY_TAGS if key in headline}
     files = ModelFiles(models_dir)
     version = register_flux_model(ldm_path=files.ldm, vae_path=files.vae, flux=flux, resolution=resolution,
                                   tail_path=files.flux_tail, bank_dir=bank_dir, tags=tags)
-    print(f"registered MLflow model {MODEL_NAME} version {version} (serve: models:/{MODEL_NAME}/{version})")
+    promoted, reason = promote_champion(version, nmse=float(headline["flux_nmse"]),
+                                        gate=headline.get("flux_counts") == 1.0, why_not=_gate_failure(headline))
+    print(f"registered MLflow model {MODEL_NAME} version {version} (models:/{MODEL_NAME}/{version}); {reason}"
+          + (f"; serve it: radiodiff serve --model models:/{MODEL_NAME}@{CHAMPION}" if promoted else ""))
+
+
+def _gate_failure(headline: dict) -> str:
+    """Why Flux does not count, in words (empty when it does)."""
+    if headline.get("flux_counts") == 1.0:
+        return ""
+    reasons = []
+    if headline.get("full_tx_response", 1.0) < 0.8:
+        reasons.append(f"the full trajectory's Tx-response {headline['full_tx_response']:.2f} < 0.8")
+    if headline.get("traffic_t100_car_response", 1.0) < 0.5:
+        reasons.append(f"the T = 100 reference's car-response {headline['traffic_t100_car_response']:.2f} < 0.5")
+    return "Flux does not count (" + ("; ".join(reasons) or "flux_counts is 0") + ")"
 
 
 def _table_text(table) -> str:
@@ -164,7 +182,7 @@ def _scenario_text(scenarios) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, lambda params: evaluate_flow(
+    return stage_main(argv, __doc__, lambda params: rank_flow(evaluate_flow)(
         params.flux, params.evaluate, tuple(p.value for p in params.ldm_alt.predictions)))
 
 

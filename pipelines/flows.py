@@ -2,17 +2,19 @@
 
 Each task runs `dvc repro <stage>` in a subprocess, so DVC's cache skips what is up to date and
 dvc.lock stays the record of what produced each output. A profile other than `default`, or any
-params override, runs the stages as DVC experiments instead (`dvc exp run --temp -S ...`): the
-params change lives in the experiment's commit, never in the work tree (see `stage_command`).
+params override, runs the stages as one DVC experiment instead (`dvc exp run --temp -S ...`,
+one task): the params change lives in the experiment's commit, never in the work tree (see
+`stage_command`).
 
 The stage processes get `RADIODIFF_FLOW_RUN_ID` (and `RADIODIFF_PROFILE`); `radiodiff.tracking`
 tags their MLflow runs with it, so a person goes from an MLflow run to its Prefect flow run.
+They also get the id of the task that runs them, and create their own flow runs as its
+children (`pipelines._stage.rank_flow`): the pipeline run is one tree of subflows in the UI.
 Deployments of these flows are in prefect.yaml.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -30,9 +32,11 @@ apply_offline_defaults()  # before prefect, which reads its switches at import
 from prefect import flow, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT  # noqa: E402
+from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT, UserError  # noqa: E402
+from radiodiff.profiles import hydra_value, profile_sets  # noqa: E402
 
-PROFILES = {"default": None, "paper": Path("profiles/paper.yaml")}
+from pipelines._stage import PARENT_TASK_RUN_ENV  # noqa: E402
+
 # A stage's exit codes that a retry would only repeat (pipelines/_stage.run_stage): a UserError,
 # and a RunFailure (CUDA out of memory, a diverged loss).
 DETERMINISTIC_EXITS = frozenset({USER_ERROR_EXIT, RUN_FAILURE_EXIT})
@@ -77,46 +81,22 @@ def pipeline_stages(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
     return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
 
 
-def profile_overrides(current: dict, target: dict, prefix: str = "") -> list[str]:
-    """DVC `-S` arguments (Hydra override syntax) turning params `current` into `target`:
-    `++key=value` for every added or changed leaf, `~key` for every key `target` lacks."""
-    sets: list[str] = []
-    for key, value in target.items():
-        path = f"{prefix}{key}"
-        old = current.get(key)
-        if isinstance(value, dict) and value and isinstance(old, dict):
-            sets += profile_overrides(old, value, f"{path}.")
-        elif key not in current or old != value:
-            sets.append(f"++{path}={hydra_value(value)}")
-    for key in (key for key in current if key not in target):
-        # Hydra refuses to delete a null value ("does not exist"): give it one first.
-        sets += [f"++{prefix}{key}=0"] if current[key] is None else []
-        sets.append(f"~{prefix}{key}")
-    return sets
-
-
-def hydra_value(value: Any) -> str:
-    """A YAML value in Hydra override syntax (JSON scalars and lists parse as the same values)."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}: {hydra_value(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(hydra_value(item) for item in value) + "]"
-    return json.dumps(value)
-
-
-def stage_command(stage: str, *, sets: list[str], experiment: str | None, single_item: bool = False) -> list[str]:
-    """The DVC command of one stage task. Without an experiment name: `dvc repro <stage>` in the
-    work tree. With one: `dvc exp run --temp`, which runs in a scratch copy of the work tree with
-    params `sets` applied and commits the result as experiment `experiment`; earlier stages of
-    the same flow come back from DVC's run cache, so each stage's experiment holds the pipeline
-    up to that stage, and the work tree (params.yaml included) is left as it was.
-    `single_item`: run this stage only, even when stages before it are stale."""
+def stage_command(stages: list[str], *, sets: list[str], experiment: str | None, single_item: bool = False
+                  ) -> list[str]:
+    """The DVC command of a task. Without an experiment name: `dvc repro <stage>` (one stage) in
+    the work tree. With one: `dvc exp run --temp` over all `stages`, which runs them in a
+    scratch copy of the work tree with params `sets` applied and commits the result as the one
+    experiment `experiment`: a pipeline run is one experiment, and the work tree (params.yaml
+    included) is left as it was. `single_item`: run only the named stages, even when stages
+    before them are stale."""
     dvc = [sys.executable, "-m", "dvc"]
     only = ["--single-item"] if single_item else []
     if experiment is None:
-        return [*dvc, "repro", *only, stage]
+        if len(stages) != 1:
+            raise ValueError(f"dvc repro runs one stage per task, got {stages}")
+        return [*dvc, "repro", *only, *stages]
     set_args = [arg for item in sets for arg in ("-S", item)]
-    return [*dvc, "exp", "run", "--temp", "-n", experiment, *only, *set_args, stage]
+    return [*dvc, "exp", "run", "--temp", "-n", experiment, *only, *set_args, *stages]
 
 
 def stage_env(project: Path, *, flow_run_id: str, profile: str) -> dict[str, str]:
@@ -133,7 +113,11 @@ def stage_env(project: Path, *, flow_run_id: str, profile: str) -> dict[str, str
 
 @task(task_run_name="{stage}", retries=2, retry_delay_seconds=30, retry_condition_fn=_retry_transient)
 def run_stage(stage: str, command: list[str], env: dict[str, str], cwd: str) -> str:
-    """Run one stage's DVC command; its stdout streams through, stderr too (last lines kept)."""
+    """Run one stage's DVC command; its stdout streams through, stderr too (last lines kept).
+    The stage's flow run becomes a child of this task run (`pipelines._stage.rank_flow`)."""
+    from prefect.runtime import task_run
+
+    env = dict(env, **{PARENT_TASK_RUN_ENV: str(task_run.id)})
     process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
     tail: deque[str] = deque(maxlen=40)
     for line in process.stderr:
@@ -145,21 +129,20 @@ def run_stage(stage: str, command: list[str], env: dict[str, str], cwd: str) -> 
 
 
 def _param_sets(project: Path, profile: str, overrides: dict[str, Any]) -> list[str]:
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    from dvc.utils.serialize import load_yaml  # YAML 1.2 as DVC reads params (PyYAML: 1e-06 is text)
-
-    sets = []
-    if PROFILES[profile] is not None:
-        sets = profile_overrides(load_yaml(project / "params.yaml"), load_yaml(project / PROFILES[profile]))
+    try:
+        sets = profile_sets(profile, project)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
     # Plain `key=value`: DVC refuses a key params.yaml lacks, so a typo fails before any work.
-    return sets + [f"{key}={hydra_value(value)}" for key, value in overrides.items()]
+    return sets + [f"{key}={hydra_value(value, key)}" for key, value in overrides.items()]
 
 
 def run_pipeline(stages: list[str] | None, *, profile: str, overrides: dict[str, Any],
                  single_item: frozenset[str] = frozenset()) -> list[str]:
-    """Run `stages` (None: all) in pipeline order, one task each, inside the current flow run;
-    returns the stages run. The flow runs in the project directory (the deployments' pull step)."""
+    """Run `stages` (None: all) in pipeline order inside the current flow run, one task per
+    stage, or, for a profile or overrides, one task running them all as one DVC experiment named
+    after the flow run; returns the stages run. The flow runs in the project directory (the
+    deployments' pull step)."""
     project = Path.cwd()
     if not (project / "dvc.yaml").is_file():
         raise ValueError(f"{project} has no dvc.yaml: run from the project (workers: RADIODIFF_PROJECT_DIR)")
@@ -173,9 +156,13 @@ def run_pipeline(stages: list[str] | None, *, profile: str, overrides: dict[str,
     if as_experiment and not (project / ".git").exists():
         raise ValueError("a profile or overrides run as DVC experiments, which need a Git repository")
     env = stage_env(project, flow_run_id=str(flow_run.id), profile=profile)
+    if as_experiment:
+        command = stage_command(chosen, sets=sets, experiment=str(flow_run.name),
+                                single_item=bool(single_item & set(chosen)))
+        run_stage.with_options(task_run_name="experiment")("experiment", command, env, str(project))
+        return chosen
     for stage in chosen:
-        experiment = f"{flow_run.name}-{stage}" if as_experiment else None
-        command = stage_command(stage, sets=sets, experiment=experiment, single_item=stage in single_item)
+        command = stage_command([stage], sets=sets, experiment=None, single_item=stage in single_item)
         run_stage(stage, command, env, str(project))
     return chosen
 
@@ -185,7 +172,7 @@ def pipeline_flow(stages: list[str] | None = None, profile: str = "default",
                   overrides: dict[str, Any] | None = None) -> list[str]:
     """The whole pipeline (or the `stages` subset), each stage a task that DVC may skip.
 
-    profile: `default` (params.yaml) or `paper` (profiles/paper.yaml, as a DVC experiment).
+    profile: `default` (params.yaml) or a profiles/NAME.yaml (`study`, `paper`), as a DVC experiment.
     overrides: dotted params -> value, e.g. {"ldm.train.total_steps": 200} (a DVC experiment).
     """
     return run_pipeline(stages, profile=profile, overrides=overrides or {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import prefect_map, save_figure, stage_main, task_runner, write_metrics
+from pipelines._stage import prefect_map, rank_flow, save_figure, stage_main, task_runner, write_metrics
 from prefect import flow
 
 from radiodiff import tracking
@@ -32,7 +32,7 @@ def prepare_flow(cfg: PrepareConfig, dataset_dir: str = str(DATASET_DIR), cache_
 def _run(params) -> None:
     cfg = params.prepare
     check_source(cfg)  # user mistakes surface here, as one line, before Prefect starts
-    prepare_flow.with_options(task_runner=task_runner(cfg.workers, params.dask.address))(cfg)
+    rank_flow(prepare_flow.with_options(task_runner=task_runner(cfg.workers, params.dask.address)))(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import Launch, example_sample, publish_training, rank_flow, stage_main
+from pipelines._stage import Launch, example_sample, publish_training, rank_flow, stage_main, write_curve
 from prefect import flow
 
 from radiodiff import tracking
@@ -14,6 +14,7 @@ from radiodiff.artifacts.layout import DATASET_DIR, MODELS, RUNS_DIR
 from radiodiff.config import BaselineConfig, ConditionConfig
 from radiodiff.stages.baseline import PredictBaseline, train_baseline
 from radiodiff.training import distributed
+from radiodiff.training.curves import Curve
 
 
 @flow(name="train_baseline", validate_parameters=False)
@@ -23,9 +24,11 @@ def train_baseline_flow(cfg: BaselineConfig, condition: ConditionConfig, dataset
     (every DDP rank trains; rank 0 alone tracks and writes)."""
     is_main = distributed.is_main()
     with tracking.stage_run("train_baseline", {"baseline": cfg, "condition": condition}, enabled=is_main) as run:
-        result = train_baseline(cfg, condition, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=run.log,
+        curve = Curve(run.log)
+        result = train_baseline(cfg, condition, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=curve,
                                 progress=is_main)
         if is_main:
+            write_curve(curve, "train_baseline")
             save_baseline(Path(model_path), result.model, cfg, condition)
             publish_training(run, "train_baseline", metrics=result.metrics, figure=result.figure,
                              figure_name="baseline_predictions.png", model_path=Path(model_path),

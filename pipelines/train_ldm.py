@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import Launch, example_sample, publish_training, rank_flow, stage_main
+from pipelines._stage import Launch, example_sample, publish_training, rank_flow, stage_main, write_curve
 from prefect import flow
 
 from radiodiff import tracking
@@ -14,6 +14,7 @@ from radiodiff.artifacts.layout import DATASET_DIR, MODELS, RUNS_DIR
 from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.stages.ldm import SampleRadioMap, train_ldm
 from radiodiff.training import distributed
+from radiodiff.training.curves import Curve
 
 
 @flow(name="train_ldm", validate_parameters=False)
@@ -30,9 +31,11 @@ def train_ldm_flow(cfg: LDMConfig, condition: ConditionConfig, dataset_dir: str 
     is_main = distributed.is_main()
     named = {} if objective is None else {"name": f"{stage}_{objective}", "tags": {"objective": objective}}
     with tracking.stage_run(stage, {"ldm": cfg, "condition": condition}, enabled=is_main, **named) as run:
+        curve = Curve(run.log)
         result = train_ldm(cfg, condition, dataset_dir=Path(dataset_dir), vae_path=Path(vae_path),
-                           work_dir=Path(work_dir), log=run.log, progress=is_main)
+                           work_dir=Path(work_dir), log=curve, progress=is_main)
         if is_main:
+            write_curve(curve, stage, objective or "")
             save_ldm(Path(model_path), result.model.unet, cfg, condition, Path(vae_path))
             short = stage.removeprefix("train_")
             publish_training(run, None if objective else stage, metrics=result.metrics, figure=result.figure,

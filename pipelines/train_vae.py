@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import Launch, example_sample, publish_training, rank_flow, stage_main
+from pipelines._stage import Launch, example_sample, publish_training, rank_flow, stage_main, write_curve
 from prefect import flow
 
 from radiodiff import tracking
@@ -14,6 +14,7 @@ from radiodiff.artifacts.vae import save_vae
 from radiodiff.config import VAEConfig
 from radiodiff.stages.vae import Reconstruct, train_vae
 from radiodiff.training import distributed
+from radiodiff.training.curves import Curve
 
 
 @flow(name="train_vae", validate_parameters=False)
@@ -23,8 +24,10 @@ def train_vae_flow(cfg: VAEConfig, dataset_dir: str = str(DATASET_DIR), model_pa
     (every DDP rank trains; rank 0 alone tracks and writes)."""
     is_main = distributed.is_main()
     with tracking.stage_run("train_vae", cfg, enabled=is_main) as run:
-        result = train_vae(cfg, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=run.log, progress=is_main)
+        curve = Curve(run.log)
+        result = train_vae(cfg, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=curve, progress=is_main)
         if is_main:
+            write_curve(curve, "train_vae")
             save_vae(Path(model_path), result.model, cfg, scale_factor=result.scale_factor)
             publish_training(run, "train_vae", metrics=result.metrics, figure=result.figure,
                              figure_name="vae_reconstructions.png", model_path=Path(model_path), model_name="vae",

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import Launch, rank_flow, stage_main, write_metrics
+from pipelines._stage import Launch, rank_flow, stage_main, write_curve, write_metrics
 from prefect import flow
 
 from radiodiff import tracking
 from radiodiff.artifacts.layout import DATASET_DIR, MODELS, RUNS_DIR
 from radiodiff.config import ConditionConfig, FluxConfig
 from radiodiff.training import distributed
+from radiodiff.training.curves import Curve
 
 STAGE = "tune_few_step"
 
@@ -36,12 +37,14 @@ def tune_few_step_flow(cfg: FluxConfig, condition: ConditionConfig, objective: s
     model, _, _ = load_ldm(Path(ldm_path), Path(vae_path), device)
     with tracking.stage_run(STAGE, {"flux": cfg, "condition": condition}, enabled=is_main,
                             name=f"{STAGE}_{objective}", tags={"objective": objective}) as run:
+        curve = Curve(run.log)
         result = train_few_step(model, cfg, condition, ldm_path=Path(ldm_path), dataset_dir=Path(dataset_dir),
-                                work_dir=Path(work_dir), log=run.log, progress=is_main)
+                                work_dir=Path(work_dir), log=curve, progress=is_main)
         metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s,
                    "device": device_name(device), **{k.replace("/", "_"): v for k, v in result.val_metrics.items()}}
         if is_main:
             save_few_step(Path(model_path), result.ema.ema_model, cfg, Path(ldm_path))
+            write_curve(curve, STAGE, objective)
             run.log(metrics)
             run.log_artifact(Path(model_path), folder="checkpoint")
     return metrics

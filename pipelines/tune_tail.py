@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 # _stage first: it sets the offline/quiet switches that Prefect reads at import.
-from pipelines._stage import Launch, rank_flow, stage_main, write_metrics
+from pipelines._stage import Launch, rank_flow, stage_main, write_curve, write_metrics
 from prefect import flow
 
 from radiodiff import tracking
 from radiodiff.artifacts.layout import BANK_DIR, DATASET_DIR, MODELS, ModelFiles, RUNS_DIR
 from radiodiff.config import ConditionConfig, FluxConfig
 from radiodiff.training import distributed
+from radiodiff.training.curves import Curve
 
 
 @flow(name="tune_tail", validate_parameters=False)
@@ -30,12 +31,14 @@ def tune_tail_flow(cfg: FluxConfig, condition: ConditionConfig, dataset_dir: str
     device = resolve_device(cfg.tail_tune.train.device)
     model, _, _ = load_ldm(files.ldm, files.vae, device)
     with tracking.stage_run("tune_tail", {"flux": cfg, "condition": condition}, enabled=is_main) as run:
+        curve = Curve(run.log)
         result = train_tail(model, cfg, condition, ldm_path=files.ldm, dataset_dir=Path(dataset_dir),
-                            bank_dir=Path(bank_dir), work_dir=Path(work_dir), log=run.log, progress=is_main)
+                            bank_dir=Path(bank_dir), work_dir=Path(work_dir), log=curve, progress=is_main)
         metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s, "device": device_name(device),
                    **{k.replace("/", "_"): v for k, v in result.val_metrics.items()}}
         if is_main:
             save_tail(files.flux_tail, result.ema.ema_model, cfg, files.ldm)
+            write_curve(curve, "tune_tail")
             run.log(metrics)
             run.log_artifact(files.flux_tail, folder="checkpoint")
             write_metrics("tune_tail", metrics)

@@ -17,6 +17,7 @@ FLOORS = {
     "radiodiff": 0, "radiodiff.errors": 0, "radiodiff.options": 0, "radiodiff.config": 0,
     "radiodiff.typed_yaml": 0, "radiodiff.tune_config": 0, "radiodiff.training.config": 0,
     "radiodiff.offline": 0, "radiodiff.devices": 0, "radiodiff.io": 0, "radiodiff.metrics": 0,
+    "radiodiff.progress": 0, "radiodiff.profiles": 0, "radiodiff.dynamic_batching": 0,
     "radiodiff.diffusion": 0,
     "radiodiff.models": 0,
     "radiodiff.data": 1, "radiodiff.sim": 1, "radiodiff.bank": 1, "radiodiff.training": 1,

@@ -68,7 +68,7 @@ def test_prepare_on_two_dask_workers_equals_the_serial_run(isolated, prefect_api
 
 
 def _bank_rows(bank_dir: Path) -> list[dict]:
-    table = pq.ParquetDataset(bank_dir).read(columns=[*KEYS, "latent", "shape", "dtype"])
+    table = pq.ParquetDataset(sorted(bank_dir.glob("part-*.parquet"))).read(columns=[*KEYS, "latent", "shape", "dtype"])
     return sorted(table.to_pylist(), key=lambda row: [row[key] for key in KEYS])
 
 
@@ -92,8 +92,9 @@ def test_build_bank_on_two_dask_workers_equals_the_serial_run(isolated, prefect_
         cfg = FluxConfig(t_mids=(30, 10), t_mid=30, prefix_steps=2, seeds=(0, 1), batch_size=2, workers=workers)
         bank_dir = isolated / f"bank{workers}"
         runner = task_runner(workers, dask_address if workers > 1 else None)
-        build_bank_flow.with_options(task_runner=runner)(
-            cfg, ("kc",), dataset_dir=str(dataset / "data"), models_dir=str(models), bank_dir=str(bank_dir))
+        build_bank_flow.with_options(task_runner=runner)(  # each run computes every midpoint in its own work area
+            cfg, ("kc",), dataset_dir=str(dataset / "data"), models_dir=str(models), bank_dir=str(bank_dir),
+            work_dir=str(isolated / f"bank-work{workers}"))
         banks[workers] = _bank_rows(bank_dir)
     assert len(banks[1]) >= 2 * 2 * 4  # t_mids x seeds x (3 train + 1 test layouts), at least
     assert banks[2] == banks[1]

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipelines.flows import (
-    StageFailed, _retry_transient, is_transient, pipeline_stages, profile_overrides, stage_command,
+    StageFailed, _retry_transient, is_transient, pipeline_stages, stage_command,
 )
 from tests.conftest import REPO_ROOT
 from tests.test_pipeline import _copy_project, _dvc
@@ -53,23 +53,55 @@ def test_the_task_retry_condition_reads_the_failed_state():
     assert pickle.loads(pickle.dumps(crashed)).transient  # survives result persistence
 
 
-def test_paper_profile_as_dvc_overrides_turns_params_into_the_profile(tmp_path):
+@pytest.mark.parametrize("profile", ["study", "paper"])
+def test_a_profile_as_dvc_overrides_turns_params_into_the_profile(tmp_path, profile, capsys):
+    """`radiodiff profile NAME`, split on spaces as `$(...)` splits it, is what DVC's own `-S`
+    needs to turn params.yaml into the profile."""
     from dvc.utils.hydra import apply_overrides
     from dvc.utils.serialize import load_yaml  # YAML 1.2, as DVC reads params (PyYAML reads 1e-06 as text)
 
+    from radiodiff.cli import main
+
     params = tmp_path / "params.yaml"
     shutil.copy2(REPO_ROOT / "params.yaml", params)
-    paper = load_yaml(REPO_ROOT / "profiles" / "paper.yaml")
-    sets = profile_overrides(load_yaml(params), paper)
-    assert any(s.startswith("~") for s in sets) and any(s.startswith("++") for s in sets)
+    shutil.copytree(REPO_ROOT / "profiles", tmp_path / "profiles")
+    assert main(["profile", profile, "--params", str(params)]) == 0
+    words = capsys.readouterr().out.split()  # as the shell's word splitting of `$(...)` does
+    assert words[0::2] == ["-S"] * (len(words) // 2)
+    sets = words[1::2]
+    if profile == "paper":
+        assert any(s.startswith("~") for s in sets) and any(s.startswith("++") for s in sets)
     apply_overrides(params, sets)  # DVC's own `-S` implementation
-    assert json.loads(json.dumps(load_yaml(params))) == json.loads(json.dumps(paper))
+    target = load_yaml(REPO_ROOT / "profiles" / f"{profile}.yaml")
+    assert json.loads(json.dumps(load_yaml(params))) == json.loads(json.dumps(target))
+
+
+def test_profile_refuses_an_unknown_name_and_default_is_params_itself(capsys):
+    from radiodiff.cli import main
+
+    assert main(["profile", "nope", "--params", str(REPO_ROOT / "params.yaml")]) == 2
+    assert "unknown profile 'nope'; known: default, paper, study" in capsys.readouterr().err
+    assert main(["profile", "default", "--params", str(REPO_ROOT / "params.yaml")]) == 0
+    assert capsys.readouterr().out.strip() == ""
+
+
+def test_override_values_are_one_shell_word_and_keep_their_type():
+    from radiodiff.errors import UserError
+    from radiodiff.profiles import hydra_value
+
+    assert hydra_value([1, 2, 4]) == "[1,2,4]" and hydra_value({"a": 1.5, "b": None}) == "{a:1.5,b:null}"
+    assert hydra_value("kc") == "kc" and hydra_value("true") == "'true'" and hydra_value("1e-6") == "'1e-6'"
+    with pytest.raises(UserError, match="not one plain word"):
+        hydra_value("two words", "x.y")
 
 
 def test_stage_commands_keep_dvc_in_charge():
-    assert stage_command("prepare", sets=[], experiment=None)[-2:] == ["repro", "prepare"]
-    command = stage_command("build_bank", sets=["a.b=1"], experiment="run-x", single_item=True)
-    assert command[3:] == ["exp", "run", "--temp", "-n", "run-x", "--single-item", "-S", "a.b=1", "build_bank"]
+    assert stage_command(["prepare"], sets=[], experiment=None)[-2:] == ["repro", "prepare"]
+    command = stage_command(["prepare", "build_bank"], sets=["a.b=1"], experiment="run-x", single_item=True)
+    assert command[3:] == ["exp", "run", "--temp", "-n", "run-x", "--single-item", "-S", "a.b=1", "prepare",
+                           "build_bank"]  # one experiment for the whole run
+    with pytest.raises(ValueError, match="one stage per task"):
+        stage_command(["prepare", "build_bank"], sets=[], experiment=None)
     assert pipeline_stages(REPO_ROOT / "dvc.yaml")[0] == "prepare"
 
 
@@ -77,6 +109,12 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _post_json(url: str, payload: dict) -> object:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
 
 
 def _get(url: str) -> object:
@@ -147,6 +185,12 @@ def test_deployment_runs_a_stage_on_a_process_worker(tmp_path, prefect_server):
 
     flow_run = _get(f"{env['PREFECT_API_URL']}/flow_runs/{flow_run_id}")
     assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
+    # One tree: the stage's own flow run (in its dvc repro process) is a child of the stage task.
+    runs = _post_json(f"{env['PREFECT_API_URL']}/flow_runs/filter", {})
+    (stage_run,) = [run for run in runs if run["id"] != flow_run_id]
+    assert stage_run["state"]["type"] == "COMPLETED" and stage_run["parent_task_run_id"]
+    parent_task = _get(f"{env['PREFECT_API_URL']}/task_runs/{stage_run['parent_task_run_id']}")
+    assert parent_task["flow_run_id"] == flow_run_id and parent_task["name"] == "prepare"
     assert (project / "data" / "prepared" / "index.parquet").is_file()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"prepare"}

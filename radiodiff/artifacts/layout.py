@@ -14,8 +14,11 @@ PREPARE_CACHE_DIR = Path("data/cache/prepare")  # per-map shards of a resumable 
 RUNS_DIR = Path("data/cache/runs")  # resumable training checkpoints (outside DVC's outs)
 TUNE_DIR = Path("data/cache/tune")  # Optuna trial checkpoints, removed after each trial
 BANK_DIR = Path("bank")  # the midpoint bank (Parquet parts)
+BANK_WORK_DIR = Path("data/cache/bank")  # build_bank's resumable work area (outside DVC's outs)
 METRICS_DIR = Path("metrics")  # DVC metrics, one JSON per stage
 PLOTS_DIR = Path("plots")  # DVC plots: figures and plot data
+CURVES_DIR = PLOTS_DIR / "curves"  # training curves, one folder per training stage
+REPORT_FILE = Path("docs/RESULTS.md")  # the report stage's Markdown of a run's results
 
 
 @dataclass(frozen=True)

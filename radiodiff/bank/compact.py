@@ -1,4 +1,4 @@
-"""Compaction and statistics of a whole bank directory (every key in it).
+"""Compaction, export and statistics of a whole bank directory (every key in it).
 
 A bank grows by one part file per write; `compact_bank` merges them into one, under the
 writer lock: the bank is verified first (a damaged bank is never rewritten), the merged
@@ -10,7 +10,10 @@ pipeline output behind DVC's back.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +21,7 @@ import pyarrow.compute as pc
 
 from radiodiff.bank.parts import list_parts, reading, write_part
 from radiodiff.bank.record import BankRecord, part_record, read_record, write_record, writer_lock
+from radiodiff.bank.key import BankKey
 from radiodiff.bank.schema import BankError
 from radiodiff.bank.verify import KEY_FIELDS, inspect_bank, verify_bank
 
@@ -48,6 +52,46 @@ def compact_bank(root: Path | str) -> dict:
         for name in names:
             (root / name).unlink()
     return {"before": len(names), "after": 1, "entries": merged.num_rows}
+
+
+def export_bank(source: Path | str, target: Path | str, keys: Iterable[BankKey]) -> int:
+    """Write the entries of `keys` in bank `source` as a new sealed bank at `target` (one part,
+    its record), replacing whatever `target` held; returns the entries written.
+
+    The bank is assembled beside `target` and renamed into place, so a reader or a killed run
+    sees the old bank or the new one, never a mix; `source` is verified first and not changed.
+    """
+    source, target = Path(source), Path(target)
+    wanted = {(key.model_hash, key.sampler_hash, float(key.t_mid)) for key in keys}
+    with writer_lock(source):
+        verify_bank(source)
+        tables = []
+        for name in list_parts(source):
+            with reading(source / name) as part:
+                table = part.read(use_threads=False)
+            keep = [(m, s_, float(t)) in wanted for m, s_, t in zip(table["model_hash"].to_pylist(),
+                                                                     table["sampler_hash"].to_pylist(),
+                                                                     table["t_mid"].to_pylist())]
+            tables.append(table.filter(pa.array(keep, type=pa.bool_())))
+    staging = target.with_name(f".{target.name}.export")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    rows = 0
+    record = BankRecord(sealed=True)
+    if tables:
+        merged = pa.concat_tables(tables).combine_chunks()
+        rows = merged.num_rows
+        if rows:
+            path = write_part(staging, merged)
+            record.parts[path.name] = part_record(path, rows)
+    write_record(staging, record)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return rows
 
 
 def bank_stats(root: Path | str) -> dict:

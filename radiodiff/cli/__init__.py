@@ -14,7 +14,7 @@ from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT, RunFailure, User
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from radiodiff.cli import bank, evaluate, predict, serve, simulate, tune
+    from radiodiff.cli import bank, evaluate, predict, profile, serve, simulate, tune
 
     parser = argparse.ArgumentParser(prog="radiodiff", description="Radio maps by latent diffusion with midpoint reuse.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(subparsers)
     tune.add_parser(subparsers)
     serve.add_parser(subparsers)
+    profile.add_parser(subparsers)
     return parser
 
 

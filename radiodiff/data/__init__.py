@@ -1,0 +1,1 @@
+"""Data: RadioMapSeer geometry, the split, targets, and the prepared dataset (`prepare`)."""
