@@ -172,10 +172,15 @@ class AlternativeObjectivesConfig:
     RadioDiff's decoupled kc with its sampler and flow matching with Euler steps)."""
 
     predictions: tuple[Prediction, ...] = (Prediction.KC, Prediction.FLOW)
+    # Training steps of each alternative; null: ldm's own, the equal budget a fair comparison
+    # needs. The demo trains them shorter (its rows show the objectives run, not their ranking).
+    total_steps: int | None = None
 
     def derive(self, ldm: LDMConfig) -> dict[Prediction, LDMConfig]:
-        """`ldm` with each alternative prediction (the network's heads follow the objective),
-        in params order; each must differ from ldm's and from the others."""
+        """`ldm` with each alternative prediction (the network's heads follow the objective) and
+        `total_steps` if set, in params order; each must differ from ldm's and from the others."""
+        if self.total_steps is not None:
+            ldm = replace(ldm, train=replace(ldm.train, total_steps=self.total_steps))
         served = ldm.diffusion.prediction
         if served in self.predictions:
             raise ValueError(f"ldm_alt.predictions must not repeat ldm's prediction ({served.value})")
