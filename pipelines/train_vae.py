@@ -28,10 +28,12 @@ def train_vae_flow(cfg: VAEConfig, dataset_dir: str = str(DATASET_DIR), model_pa
         result = train_vae(cfg, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=curve, progress=is_main)
         if is_main:
             write_curve(curve, "train_vae")
-            save_vae(Path(model_path), result.model, cfg, scale_factor=result.scale_factor)
+            example = example_sample(Path(dataset_dir))["gain"]
+            save_vae(Path(model_path), result.model, cfg, scale_factor=result.scale_factor,
+                     resolution=int(example.shape[-1]))
             publish_training(run, "train_vae", metrics=result.metrics, figure=result.figure,
                              figure_name="vae_reconstructions.png", model_path=Path(model_path), model_name="vae",
-                             model_view=Reconstruct(result.model), example=example_sample(Path(dataset_dir))["gain"])
+                             model_view=Reconstruct(result.model), example=example)
     return result.metrics
 
 

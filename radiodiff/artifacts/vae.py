@@ -20,9 +20,19 @@ def build_vae(cfg: VAEConfig, device: Device = "cpu") -> AutoencoderKL:
                          dropout=cfg.dropout).to(device)
 
 
-def save_vae(path: Path, model: AutoencoderKL, cfg: VAEConfig, *, scale_factor: float) -> None:
-    """Write the autoencoder file (weights, config, latent scale factor)."""
-    save_model(path, kind=KIND, state_dict=model.state_dict(), config=cfg, extra={"scale_factor": scale_factor})
+def save_vae(path: Path, model: AutoencoderKL, cfg: VAEConfig, *, scale_factor: float,
+             resolution: int | None = None) -> None:
+    """Write the autoencoder file (weights, config, latent scale factor, and the side in pixels
+    of the maps it was trained on: every model of the pipeline works at that resolution)."""
+    extra = {"scale_factor": scale_factor} | ({} if resolution is None else {"resolution": int(resolution)})
+    save_model(path, kind=KIND, state_dict=model.state_dict(), config=cfg, extra=extra)
+
+
+def trained_resolution(path: Path) -> int | None:
+    """The map side (pixels) the VAE file at `path` was trained on; None for a file that predates
+    the record."""
+    value = load_model_file(path, KIND)["extra"].get("resolution")
+    return None if value is None else int(value)
 
 
 def load_vae(path: Path, device: Device = "cpu") -> tuple[AutoencoderKL, float]:
