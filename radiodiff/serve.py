@@ -1,6 +1,7 @@
 """Serving radio maps with RadioDiff-Flux: one user query in, a gain map out.
 
-A query is a layout, a Tx and (optionally) cars at RadioMapSeer's 256 x 256 pixels of 1 m.
+A query is a layout, a Tx and (optionally) cars over RadioMapSeer's 256 m block, at its 256 x 256
+pixels of 1 m or any square grid whose side is a multiple of the model's resolution.
 `prepare_query` brings it to the model's resolution the way `prepare` built the training
 data (majority-downsampled masks, Tx pixel // factor). `FluxPredictor.predict` then takes
 each layout's stage-1 midpoint from the bank (exact scene, else the nearest similar layout),
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from radiodiff.artifacts.denoiser import load_ldm, load_tail
+from radiodiff.artifacts.vae import trained_resolution
 from radiodiff.artifacts.keys import bank_key
 from radiodiff.bank import BankError, Midpoint, MidpointBank, ServingBank, layout_embedding
 from radiodiff.bank.serving import open_bank
@@ -37,14 +39,15 @@ from radiodiff.generation import LatentDiffusion
 from radiodiff.models.unet import ConditionalUNet
 
 EXTRA_SEED_BASE = 1000  # sample k >= len(flux.seeds) uses seed 1000 + k (never in a built bank)
+MAX_LAYOUT_SIDE = 1024  # pixels: a 256 m block at 25 cm per pixel
 
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare by
 class Query:
     """One request at the model's resolution: `buildings` `[H, W]` bool, `cars` `[H, W]` float32
     (the share of each pixel covered by vehicles), `tx` the (row, col) pixel of the transmitter
-    on a free pixel of `buildings`. `source_bits` is the 256 x 256 layout it came from, bit-packed
-    (8 KiB), so that the answer can be returned on the user's own grid (`at_layout_resolution`)."""
+    on a free pixel of `buildings`. `source_bits` is the `[S, S]` layout it came from, bit-packed
+    (8 KiB at 256), so that the answer can be returned on the user's own grid (`at_layout_resolution`)."""
 
     buildings: np.ndarray
     tx: tuple[int, int]
@@ -53,7 +56,7 @@ class Query:
 
     @property
     def source_buildings(self) -> np.ndarray:
-        """The 256 x 256 layout `[256, 256]` bool of the query."""
+        """The layout `[S, S]` bool the query came from (S = 256 for RadioMapSeer's grid)."""
         if self.source_bits is None:
             raise ValueError("this query was built without its source layout (use prepare_query)")
         return np.unpackbits(self.source_bits, axis=-1).astype(bool)
@@ -71,32 +74,49 @@ def sample_seed(seeds: Sequence[int], k: int) -> int:
     return int(seeds[k]) if k < len(seeds) else EXTRA_SEED_BASE + k
 
 
-def prepare_query(buildings_256: np.ndarray, tx_256: tuple[int, int], cars_256: np.ndarray | None,
-                  resolution: int) -> Query:
-    """A `Query` at `resolution` from masks `[256, 256]` (bool, 0/1 or 0/255) and a Tx pixel.
+def layout_side(buildings: np.ndarray, resolution: int) -> int:
+    """The side in pixels of a square layout that a model of `resolution` can serve: a multiple of
+    `resolution` up to `MAX_LAYOUT_SIDE`. A layout always covers RadioMapSeer's 256 m block, so
+    its pixel is 256 / side metres (1 m at 256, as `radiodiff simulate` reads it too)."""
+    shape = np.shape(buildings)
+    side = shape[0] if len(shape) == 2 and shape[0] == shape[1] else None
+    if side is None or side % resolution or not resolution <= side <= MAX_LAYOUT_SIDE:
+        raise UserError(f"buildings: layout has shape {shape}; expected a square layout of the 256 m block whose "
+                        f"side is a multiple of the model's {resolution} pixels, up to {MAX_LAYOUT_SIDE} "
+                        f"(e.g. {SOURCE_MAP_SIZE}x{SOURCE_MAP_SIZE}: 1 m per pixel)")
+    return side
 
-    A Tx within 2 px of free space is snapped to it at 256 (`resolve_tx`); if its low-res
-    pixel is a (majority) building, it moves to the nearest free low-res pixel within 2 px.
-    Anything else (outside the map, deep inside a building, bad masks) is a `UserError`.
+
+def prepare_query(buildings_source: np.ndarray, tx_source: tuple[int, int], cars_source: np.ndarray | None,
+                  resolution: int) -> Query:
+    """A `Query` at `resolution` from square masks `[S, S]` (bool, 0/1 or 0/255) of the 256 m block
+    and a Tx pixel on them; S is a multiple of `resolution` (`layout_side`; 256 is RadioMapSeer's
+    1 m grid).
+
+    A Tx within 2 px of free space is snapped to it at S (`resolve_tx`); if its low-res pixel is
+    a (majority) building, it moves to the nearest free low-res pixel within 2 px. Anything
+    else (outside the map, deep inside a building, bad masks) is a `UserError`.
     """
-    buildings = validate_mask(buildings_256, name="buildings", size=SOURCE_MAP_SIZE)
-    cars = np.zeros_like(buildings) if cars_256 is None else validate_mask(cars_256, name="cars",
-                                                                          size=SOURCE_MAP_SIZE)
-    row, col = resolve_tx(buildings, int(tx_256[0]), int(tx_256[1]))
-    factor = SOURCE_MAP_SIZE // resolution
+    buildings = validate_mask(buildings_source, name="buildings", size=None)
+    side = layout_side(buildings, resolution)
+    cars = np.zeros_like(buildings) if cars_source is None else validate_mask(cars_source, name="cars", size=side)
+    row, col = resolve_tx(buildings, int(tx_source[0]), int(tx_source[1]))
+    factor = side // resolution
     low_buildings = majority(buildings, factor)
     try:
         low_tx = resolve_tx(low_buildings, row // factor, col // factor)
     except UserError:
-        raise UserError(f"Tx ({tx_256[0]}, {tx_256[1]}) falls inside a building at the model's {resolution}x"
-                        f"{resolution} resolution ({factor} m pixels), with no free pixel within 2 px") from None
+        metres = SOURCE_MAP_SIZE / resolution
+        raise UserError(f"Tx ({tx_source[0]}, {tx_source[1]}) falls inside a building at the model's {resolution}x"
+                        f"{resolution} resolution ({metres:g} m pixels), with no free pixel within 2 px") from None
     return Query(buildings=low_buildings, tx=low_tx, cars=coverage(cars, factor),
                  source_bits=np.packbits(buildings, axis=-1))
 
 
 def at_layout_resolution(gain: np.ndarray, queries: Sequence[Query]) -> np.ndarray:
-    """Model-grid maps `[Q, H, W]` of `queries` on their layouts' 256 x 256 grid `[Q, 256, 256]`
-    float32 in [0, 1]: bilinear between model pixels, exactly 0 on buildings (`upsample_gain`)."""
+    """Model-grid maps `[Q, H, W]` of `queries` on their layouts' own grid `[Q, S, S]` (S = 256 for
+    RadioMapSeer layouts; one S per call) float32 in [0, 1]: bilinear between model pixels,
+    exactly 0 on buildings (`upsample_gain`)."""
     return np.stack([upsample_gain(map_, query.source_buildings) for map_, query in zip(gain, queries)])
 
 
@@ -142,6 +162,10 @@ class FluxPredictor:
         A bank sealed by `build_bank`, or any bank when `serving_bank_dir` is given, is only
         read: misses go to `serving_bank_dir` (default `<bank_dir>-serving`, see
         `radiodiff.bank.serving`)."""
+        trained = trained_resolution(Path(vae_path))
+        if trained is not None and trained != resolution:
+            raise UserError(f"{vae_path} was trained on {trained}x{trained} maps, but the params ask for "
+                            f"{resolution}x{resolution} (prepare.resolution): set it back to {trained}, or retrain")
         placed = resolve_device(flux.device, device)
         precision = resolve_precision(flux.precision, placed)
         model, _, condition = load_ldm(Path(ldm_path), Path(vae_path), placed, precision)
@@ -162,10 +186,10 @@ class FluxPredictor:
         """Where the networks run."""
         return self.model.device
 
-    def prepare_query(self, buildings_256: np.ndarray, tx_256: tuple[int, int],
-                      cars_256: np.ndarray | None = None) -> Query:
+    def prepare_query(self, buildings_source: np.ndarray, tx_source: tuple[int, int],
+                      cars_source: np.ndarray | None = None) -> Query:
         """`prepare_query` at this model's resolution."""
-        return prepare_query(buildings_256, tx_256, cars_256, self.resolution)
+        return prepare_query(buildings_source, tx_source, cars_source, self.resolution)
 
     def predict(self, queries: Sequence[Query], *, samples: int = 1) -> tuple[np.ndarray, np.ndarray | None, dict]:
         """Gain maps of `queries`: (mean `[Q, H, W]` float32 in [0, 1], per-pixel std over the

@@ -174,16 +174,21 @@ RES = 32
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Toy untrained vae.pt and ldm.pt at 32 x 32, and a params file that fits them."""
+    return _toy_models(tmp_path_factory.mktemp("bad-predict"))
+
+
+def _toy_models(root: Path, resolution: int | None = None) -> Path:
+    """`root/models/{vae,ldm}.pt` (the VAE recording `resolution` as its training maps' side
+    when given) and `root/params.yaml` at 32 x 32."""
     from radiodiff.artifacts.denoiser import build_unet, save_ldm
     from radiodiff.artifacts.vae import build_vae, save_vae
 
-    root = tmp_path_factory.mktemp("bad-predict")
     torch.manual_seed(0)
     vae_cfg = VAEConfig(base_channels=4, channel_mults=(1, 2, 4))
     ldm_cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
                         diffusion=DiffusionConfig(num_steps=50), sample_steps=2)
     vae = build_vae(vae_cfg).eval()
-    save_vae(root / "models" / "vae.pt", vae, vae_cfg, scale_factor=1.0)
+    save_vae(root / "models" / "vae.pt", vae, vae_cfg, scale_factor=1.0, resolution=resolution)
     unet = build_unet(ldm_cfg, ConditionConfig().channels, vae.latent_channels).eval()
     save_ldm(root / "models" / "ldm.pt", unet, ldm_cfg, ConditionConfig(), root / "models" / "vae.pt")
     _params(root / "params.yaml")
@@ -217,7 +222,8 @@ PREDICT_LAYOUTS = st.one_of(
     st.tuples(st.integers(0, 10**6), st.integers(0, 6)).map(lambda a: _blocks(*a)),
     st.just(np.zeros((256, 256), np.uint8)),  # empty
     st.just(np.full((256, 256), 255, np.uint8)),  # all building
-    st.sampled_from([(255, 256), (128, 128), (256, 255), (512, 512)]).map(lambda s: np.zeros(s, np.uint8)),
+    st.sampled_from([(255, 256), (128, 128), (256, 255), (512, 512), (96, 96), (2048, 2048)])
+    .map(lambda s: np.zeros(s, np.uint8)),
     st.integers(0, 10**6).map(lambda s: np.random.default_rng(s).integers(0, 256, (256, 256)).astype(np.uint8)),
     st.just((np.indices((256, 256)).sum(0) % 2 * 40000).astype(np.uint16)),  # 16-bit, not binary
 )
@@ -226,11 +232,14 @@ PREDICT_LAYOUTS = st.one_of(
 def _predict_is_valid(layout: np.ndarray, row: int, col: int) -> bool:
     from radiodiff.data.resample import majority
 
-    if layout.shape != (256, 256) or not _layout_is_valid(layout) or not _tx_is_valid(layout > 0, row, col):
+    side = layout.shape[0]
+    square = layout.ndim == 2 and layout.shape[0] == layout.shape[1] and side % RES == 0 and RES <= side <= 1024
+    if not square or not _layout_is_valid(layout) or not _tx_is_valid(layout > 0, row, col):
         return False
-    low = majority(layout > 0, 256 // RES)
+    factor = side // RES  # any square side that is a multiple of the model's resolution is the 256 m block
+    low = majority(layout > 0, factor)
     near = np.indices(low.shape)
-    free = ~low & (np.abs(near[0] - row // 8) <= 2) & (np.abs(near[1] - col // 8) <= 2)
+    free = ~low & (np.abs(near[0] - row // factor) <= 2) & (np.abs(near[1] - col // factor) <= 2)
     return bool(free.any())  # approximate: the Tx snaps at 1 m first, which moves it by <= 2 px
 
 
@@ -435,3 +444,20 @@ def test_predict_with_a_damaged_bank_part_serves_and_names_it(models, tmp_path, 
     assert (tmp_path / "g.png").is_file() and "bank: miss" in out
     assert err.count("damaged bank part") == 1 and "part-0000000000000000.parquet" in err and "cannot read" in err, err
     assert "radiodiff bank verify" in err
+
+
+def test_params_edited_after_training_are_refused_not_served_at_the_wrong_resolution(tmp_path, capsys):
+    """The VAE file records the map side it was trained on; params asking for another are refused."""
+    root = _toy_models(tmp_path / "trained", resolution=RES)
+    buildings = write_png(tmp_path / "b.png", _blocks(1, 4))
+    for side in (64, 16, RES):
+        raw = yaml.safe_load((root / "params.yaml").read_text())
+        raw["prepare"]["resolution"] = side
+        (root / "params.yaml").write_text(yaml.safe_dump(raw))
+        before = files_under(tmp_path)
+        code, _, err = _run(_predict(root, tmp_path, buildings, (2, 2)), capsys)
+        if side == RES:
+            assert code == 0, err
+        else:
+            assert_refused(code, err, tmp_path, before, f"trained on {RES}x{RES} maps, but the params ask for "
+                                                        f"{side}x{side}")

@@ -269,6 +269,34 @@ def test_full_resolution_writes_the_layouts_grid_with_buildings_exactly_zero(mod
     assert np.array_equal(np.asarray(Image.open(tmp_path / "maps" / "00000.png")), full_gray.astype(np.uint8))
 
 
+def _a_file(folder):
+    (folder / "a_file").write_text("not a folder")
+    return folder / "a_file"
+
+
+def test_a_layout_on_a_finer_grid_is_the_same_block_and_answers_on_its_own_grid(models, tmp_path, capsys):
+    """A 512 x 512 layout (0.5 m pixels) of the same block: the same model map, and with
+    --full-resolution a 512 x 512 map with its buildings exactly 0; a side the model cannot
+    divide is refused in one line."""
+    fine = np.kron(LAYOUT, np.ones((2, 2), dtype=bool))
+    base = _cli(models, tmp_path, "--out", str(tmp_path / "base.png"))
+    assert main(base) == 0
+    argv = ["predict", "--buildings", _png(tmp_path / "fine.png", fine), "--tx", str(2 * TX[0]), str(2 * TX[1]),
+            "--models", str(models / "models"), "--params", str(models / "params.yaml")]
+    assert main(argv + ["--out", str(tmp_path / "fine_low.png")]) == 0
+    assert (Image.open(tmp_path / "fine_low.png").tobytes() == Image.open(tmp_path / "base.png").tobytes())
+    assert main(argv + ["--out", str(tmp_path / "fine_full.png"), "--full-resolution"]) == 0
+    full = np.asarray(Image.open(tmp_path / "fine_full.png"))
+    assert full.shape == (512, 512) and (full[fine] == 0).all() and full[~fine].min() > 0
+    capsys.readouterr()
+    odd = np.zeros((100, 100), dtype=bool)
+    assert main(["predict", "--buildings", _png(tmp_path / "odd.png", odd), "--tx", "5", "5", "--out",
+                 str(tmp_path / "odd_map.png"), "--models", str(models / "models"),
+                 "--params", str(models / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "side is a multiple of the model's 32 pixels" in err and not (tmp_path / "odd_map.png").exists()
+
+
 def _gray_png(path) -> str:
     Image.fromarray(np.full((256, 256), 128, dtype=np.uint8)).save(path)
     return str(path)
@@ -281,12 +309,12 @@ def _gray_png(path) -> str:
     lambda args, tmp: args + ["--models", str(tmp / "nowhere")],
     lambda args, tmp: args + ["--samples", "0"],
     lambda args, tmp: args + ["--threads", "0"],
-    lambda args, tmp: args + ["--out", str(tmp / "missing" / "gain.png")],
+    lambda args, tmp: args + ["--out", str(_a_file(tmp) / "gain.png")],
     lambda args, tmp: args + ["--out", str(tmp / "gain.jpg")],
     lambda args, tmp: args + ["--params", str(tmp / "absent.yaml")],
     lambda args, tmp: args + ["--device", "gpu"],
 ], ids=["tx-in-building", "tx-out-of-range", "non-binary-png", "missing-models", "zero-samples", "zero-threads",
-        "missing-folder", "not-png", "missing-params", "bad-device"])
+        "out-under-a-file", "not-png", "missing-params", "bad-device"])
 def test_cli_bad_inputs_fail_with_one_line_and_no_file(models, tmp_path, capsys, change):
     out = tmp_path / "gain.png"
     args = change(_cli(models, tmp_path, "--out", str(out)), tmp_path)

@@ -76,8 +76,8 @@ def test_a_bad_line_fails_with_its_number_before_any_map(served, tmp_path, capsy
     (["--tx", "8", "8"], "drop --tx"),
     (["--uncertainty", "std.png", "--samples", "2"], "drop --uncertainty"),
     (["--out", "FILE"], "is a file"),
-    (["--out", "missing/maps"], "does not exist"),
-], ids=["tx", "uncertainty", "out-is-a-file", "out-parent-missing"])
+    (["--out", "FILE/maps"], "FILE is a file, not a folder"),
+], ids=["tx", "uncertainty", "out-is-a-file", "out-parent-is-a-file"])
 def test_flag_mistakes_of_batch_mode(served, tmp_path, capsys, monkeypatch, extra, reason):
     root, models = served
     monkeypatch.chdir(tmp_path)

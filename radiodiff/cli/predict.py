@@ -5,10 +5,13 @@
                       [--models DIR] [--params FILE] [--threads N] [--device auto|cpu|cuda|cuda:N]
     radiodiff predict --queries FILE.jsonl --out DIR [--bank PATH] [--samples K] ...
 
-Inputs are RadioMapSeer-style masks (256 x 256 binary PNG, 255 = building or car) and the Tx
-pixel on them. The output is an 8-bit gray PNG at the model's resolution (gray = 255 * gain),
-or with --full-resolution on the layout's own 256 x 256 grid (the model's map interpolated
-between its pixels, buildings exactly 0), which is what a next tool on the input grid expects.
+Inputs are RadioMapSeer-style masks (binary PNG, 255 = building or car) of a 256 m x 256 m block
+and the Tx pixel on them. A pixel is 256 m / side: RadioMapSeer's 256 x 256 layouts have 1 m
+pixels; any square side that is a multiple of the model's resolution (64 by default) up to 1024
+is taken, as `radiodiff simulate` takes them. The output is an 8-bit gray PNG at the model's
+resolution (gray = 255 * gain), or with --full-resolution on the layout's own grid (the model's
+map interpolated between its pixels, buildings exactly 0), which is what a next tool on the
+input grid expects.
 A --cars query is served from the static layout's midpoint: only the tail sees the vehicles.
 With --bank, the layout's stage-1 midpoint comes from the bank (or is computed and added to
 it); --samples K averages K seeds, and --uncertainty writes their per-pixel spread
@@ -49,14 +52,14 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--buildings", type=Path, metavar="FILE.png",
                         help="layout: 256x256 binary PNG, 255 = building")
-    parser.add_argument("--tx", type=int, nargs=2, metavar=("ROW", "COL"), help="Tx pixel on --buildings (0..255)")
-    parser.add_argument("--cars", type=Path, metavar="FILE.png", help="car mask: 256x256 binary PNG, 255 = car")
+    parser.add_argument("--tx", type=int, nargs=2, metavar=("ROW", "COL"), help="Tx pixel on --buildings (row, col from 0)")
+    parser.add_argument("--cars", type=Path, metavar="FILE.png", help="car mask on the layout's grid: binary PNG, 255 = car")
     parser.add_argument("--queries", type=Path, metavar="FILE.jsonl",
                         help="many queries, one JSON object a line, instead of --buildings/--tx/--cars")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.png|DIR",
-                        help="output gain PNG (with --queries: output folder, created if missing)")
+                        help="output gain PNG (with --queries: output folder); missing folders are created")
     parser.add_argument("--full-resolution", action="store_true",
-                        help="write 256x256 maps on the layout's grid instead of the model's resolution")
+                        help="write the map on the layout's own grid instead of the model's resolution")
     parser.add_argument("--bank", type=Path, metavar="PATH",
                         help="midpoint bank directory (default: no bank); one built by build_bank is only read")
     parser.add_argument("--serving-bank", type=Path, metavar="DIR",
@@ -92,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.queries is not None:
         queries = read_queries(args.queries, params.prepare.resolution)
     else:
-        cars = None if args.cars is None else read_mask_png(args.cars)
-        queries = [prepare_query(read_mask_png(args.buildings), tuple(args.tx), cars, params.prepare.resolution)]
+        cars = None if args.cars is None else read_mask_png(args.cars, size=None)
+        queries = [prepare_query(read_mask_png(args.buildings, size=None), tuple(args.tx), cars,
+                                 params.prepare.resolution)]
     files = ModelFiles(args.models).served()
     predictor = FluxPredictor.from_files(ldm_path=files.ldm, vae_path=files.vae, flux=params.flux,
                                          resolution=params.prepare.resolution, tail_path=files.flux_tail,
@@ -211,12 +215,21 @@ def _check_options(args: argparse.Namespace) -> None:
             continue
         if path.suffix.lower() != ".png":
             raise UserError(f"{flag} must be a .png file, got {path}")
-        if not path.parent.is_dir():
-            raise UserError(f"{flag}: folder {path.parent} does not exist")
+        _check_parent(flag, path)
         if path.is_dir():
             raise UserError(f"{flag} {path} is a folder; give a file name ending in .png")
     if args.uncertainty is not None and args.uncertainty.resolve() == args.out.resolve():
         raise UserError("--uncertainty and --out must be different files")
+
+
+def _check_parent(flag: str, path: Path) -> None:
+    """Missing folders above `path` are created when it is written (as `simulate` does); a file
+    in their place is refused now, before the model runs."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
 
 
 def _check_batch_options(args: argparse.Namespace) -> None:
@@ -227,8 +240,7 @@ def _check_batch_options(args: argparse.Namespace) -> None:
         raise UserError(f"--queries takes its layouts and Tx from the file; drop {', '.join(single)}")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out: with --queries it is an output folder, and {args.out} is a file")
-    if not args.out.parent.is_dir():
-        raise UserError(f"--out: folder {args.out.parent} does not exist")
+    _check_parent("--out", args.out)
     if args.out.is_dir():  # it is replaced whole: only a folder of an earlier run's maps may be
         foreign = sorted(p.name for p in args.out.iterdir() if not OUTPUT_NAME.match(p.name))
         if foreign:

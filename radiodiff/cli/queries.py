@@ -33,7 +33,7 @@ def read_queries(path: Path, resolution: int) -> list:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--queries: file not found: {path}")
-    read_mask = functools.lru_cache(maxsize=MASK_CACHE)(read_mask_png)
+    read_mask = functools.lru_cache(maxsize=MASK_CACHE)(functools.partial(read_mask_png, size=None))
     queries = []
     for number, fields in _lines(path):
         try:

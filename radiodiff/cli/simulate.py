@@ -41,7 +41,9 @@ def add_parser(subparsers) -> None:
     tx.add_argument("--tx-id", type=int, help="one of the map's 80 Tx sites (0..79)")
     tx.add_argument("--all-tx", action="store_true", help="all 80 Tx sites of the map")
     parser.add_argument("--out-dir", type=Path, help="folder for {map}_{tx}.png")
-    parser.add_argument("--buildings", type=Path, help="your own layout: square binary PNG, 255 = building")
+    parser.add_argument("--buildings", type=Path,
+                        help="your own layout: square binary PNG, 255 = building; a pixel is 256 m / side "
+                             "(1 m at 256, as predict reads it) unless --pixel-size-m says otherwise")
     parser.add_argument("--tx", type=int, nargs=2, metavar=("ROW", "COL"), help="Tx pixel on --buildings")
     parser.add_argument("--out", type=Path, help="output PNG for --buildings")
     parser.add_argument("--cars", nargs="?", const=True, default=None, metavar="FILE.png",
