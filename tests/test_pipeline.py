@@ -114,6 +114,24 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     assert {p: p.stat().st_mtime_ns for p in outputs} == outputs
 
+    report = (tmp_path / "docs" / "RESULTS.md").read_text()  # the last stage: the run's report
+    assert "## Every method on the tx_moved maps" in report and "| ddpm_full |" in report and "## Stages" in report
+
+    # DVC's run cache: a configuration that ran before comes back without running, the built
+    # bank (a plain output now, not a persisted one) and evaluate's outputs included.
+    params = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(params.replace("timing_repeats: 1", "timing_repeats: 2"))
+    changed = _dvc(tmp_path, "repro", "evaluate")
+    assert changed.returncode == 0 and "Running stage 'evaluate'" in changed.stdout, changed.stderr[-2000:]
+    (tmp_path / "params.yaml").write_text(params)
+    shutil.rmtree(tmp_path / "bank")
+    restored = _dvc(tmp_path, "repro", "evaluate")
+    assert restored.returncode == 0, restored.stderr[-2000:]
+    assert "Running stage 'evaluate'" not in restored.stdout, restored.stdout
+    assert "Stage 'evaluate' is cached - skipping run, checking out outputs" in restored.stdout
+    assert "Running stage 'build_bank'" not in restored.stdout and (tmp_path / "bank" / "bank.json").is_file()
+    assert (tmp_path / "dvc.lock").read_bytes() == lock
+
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["radiodiff"], output_format="list")
     by_stage = {run.data.tags["stage"]: run for run in runs}

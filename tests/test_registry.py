@@ -580,3 +580,24 @@ def test_a_moved_checkout_keeps_its_runs_artifacts_and_registered_models(tmp_pat
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     tracking.configure()  # nothing moved since: nothing rewritten
     assert "rewritten" not in capsys.readouterr().err
+
+
+def test_content_logged_once_per_digest_is_referenced_by_later_runs(mlflow_store, tmp_path):
+    import mlflow
+
+    from radiodiff import tracking
+
+    folder = tmp_path / "bank"
+    folder.mkdir()
+    (folder / "part.parquet").write_bytes(b"same bytes")
+    holders = []
+    for _ in range(2):
+        with tracking.stage_run("build_bank", {"a": 1}) as run:
+            holders.append((run.run_id, run.log_artifact_once(folder, folder="bank", digest="d1")))
+    (first, held_first), (second, held_second) = holders
+    assert held_first == first and held_second == first  # the second run points at the first's copy
+    client = mlflow.MlflowClient()
+    assert [a.path for a in client.list_artifacts(first)] == ["bank"] and client.list_artifacts(second) == []
+    assert client.get_run(second).data.tags["bank_run"] == first
+    with tracking.stage_run("build_bank", {"a": 1}) as run:
+        assert run.log_artifact_once(folder, folder="bank", digest="d2") == run.run_id  # new content: logged

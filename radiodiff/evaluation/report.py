@@ -26,7 +26,8 @@ STAGES: tuple[tuple[str, str, tuple[tuple[str, str], ...], str], ...] = (
     ("train_baseline", "supervised RadioUNet-style peer, every test map",
      (("test_nmse", "NMSE"), ("test_tx_response", "Tx-response"), ("steps_per_s", "steps/s")), "train_seconds"),
     ("build_bank", "midpoint bank", (("entries", "entries"), ("bank_mb", "MB")), "build_seconds"),
-    ("tune_tail", "Flux tail fine-tuning, validation", (("val_flux_nmse", "Flux NMSE"),), "train_seconds"),
+    ("tune_tail", "Flux tail fine-tuning, validation", (("flux_nmse", "Flux NMSE"), ("steps_per_s", "steps/s")),
+     "train_seconds"),
 )
 # Stages whose metrics file holds one group per objective.
 GROUPED = (("train_ldm_alt", "other objectives, their samplers on every test map",
@@ -96,7 +97,7 @@ def stage_rows(metrics_dir: Path) -> list[dict[str, str]]:
             if not isinstance(metrics, Mapping):
                 continue
             pairs = [(key, name) for key, name in keys if key in metrics] or \
-                [(key, key.removeprefix("val_")) for key in metrics if key.startswith("val_") and key.endswith("nmse")]
+                [(key, f"validation {key.removesuffix('_nmse')} NMSE") for key in metrics if key.endswith("_nmse")]
             shown = ", ".join(f"{name} {_number(metrics[key])}" for key, name in pairs)
             rows.append({"stage": f"{stem} ({objective})", "result": f"{what}: {shown}",
                          "seconds": _number(metrics.get(seconds))})

@@ -1,0 +1,31 @@
+"""docs/RESULTS.md is written from the run's files alone: every figure in it is one of theirs."""
+
+from __future__ import annotations
+
+import json
+
+from radiodiff.evaluation.report import render_report
+
+
+def test_the_report_quotes_the_metrics_and_tables_it_is_given(tmp_path):
+    metrics, plots = tmp_path / "metrics", tmp_path / "plots"
+    metrics.mkdir()
+    plots.mkdir()
+    (metrics / "train_vae.json").write_text(json.dumps({"test_nmse": 0.0123456, "train_seconds": 98.7}))
+    (metrics / "tune_few_step.json").write_text(json.dumps({"v": {"ddim_1_nmse": 0.0497, "train_seconds": 38.7}}))
+    (metrics / "evaluate.json").write_text(json.dumps({"flux_nmse": 0.0166, "flux_counts": 0.0,
+                                                       "evaluate_seconds": 161.0}))
+    (plots / "evaluate_table.json").write_text(json.dumps([
+        {"method": "ddpm_full", "unet_calls_per_map": 1000, "nmse": 0.0205, "nmse_ci95": 0.0128, "ssim": 0.914},
+        {"method": "baseline", "unet_calls_per_map": 0, "nmse": 0.0158, "nmse_ci95": float("nan"), "ssim": 0.93}]))
+    (plots / "evaluate_samples.png").write_bytes(b"png")
+    text = render_report(metrics, plots, run={"code": "abc123"})
+    assert "- code: abc123" in text
+    assert "| train_vae | KL-VAE, test reconstruction: NMSE 0.0123 | 98.7 |" in text
+    assert "| tune_few_step (v) | one-step samplers given the tail's fine-tuning: validation ddim_1 NMSE 0.0497 | 38.7 |" \
+        in text
+    assert "| served Flux NMSE | 0.0166 |" in text and "| evaluate | every method" in text
+    assert "| ddpm_full | 1,000 | 0.0205 ± 0.0128 | 0.9140 |" in text
+    assert "| baseline | 0 | 0.0158 | 0.9300 |" in text  # no interval where the table has none
+    assert "[test maps: truth beside each method](../plots/evaluate_samples.png)" in text
+    assert "By scenario" not in text and "prepare" not in text  # what the run did not write is not invented
