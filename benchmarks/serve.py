@@ -9,8 +9,9 @@ temporary folder (no tracking store is touched), then, for each --batch-maps val
 one-map requests back to back (`dataframe_records`, 0/1 integers: the README's form), over
 RadioMapSeer layouts of the bank with their own Tx sites. Each client's first request per
 layout is sent before the clock starts, so every timed request is a bank hit. Prints one row
-per setting: errors, p50/p90/p99/max latency and requests/s; then, on the last server, what a
-60 MB body costs: the time to its 413 and the /ping and normal-request latencies meanwhile.
+per setting: errors, p50/p90/p99/max latency and requests/s; then, on the last server, what an
+oversized body (305 maps as JSON floats, ~100 MB) costs: the time to its 413, and the /ping
+and normal-request latencies meanwhile.
 The load generator runs on the same machine: on 2 cores it takes CPU from the server.
 """
 
@@ -135,7 +136,7 @@ def load_run(url: str, bodies: list[bytes], clients: int, requests: int) -> dict
 
 
 def oversized_run(url: str, body: bytes) -> dict:
-    """A 60 MB body (305 maps as JSON floats) against the server, with /ping and a normal
+    """An oversized body (305 maps as JSON floats) against the server, with /ping and a normal
     request timed while it is in flight."""
     big = json.loads(body)["dataframe_records"][0]
     big["buildings"] = np.asarray(big["buildings"], dtype=float).tolist()

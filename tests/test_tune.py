@@ -320,3 +320,39 @@ def test_the_storage_spec_is_a_file_a_database_url_or_a_journal(tmp_path):
         open_storage(parse_storage("nosuchdialect://x/y"), TuneConfig())
     with pytest.raises(UserError, match="empty"):
         parse_storage("  ")
+
+
+@pytest.mark.slow
+def test_the_optuna_dashboard_of_make_ui_serves_the_study_on_loopback(tmp_path):
+    """`make ui` starts optuna-dashboard on the study file: it answers on loopback."""
+    import os
+    import signal
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="seen", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), storage, "--host", "127.0.0.1",
+                                  "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert dashboard.poll() is None, "optuna-dashboard exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.loads(response.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer in 60 s"
+                time.sleep(0.5)
+        assert [study["study_name"] for study in studies["study_summaries"]] == ["seen"]
+    finally:
+        os.killpg(dashboard.pid, signal.SIGTERM)
+        dashboard.wait(timeout=20)
+    assert "optuna-dashboard $(OPTUNA_STORAGE) --host 127.0.0.1" in (REPO_ROOT / "Makefile").read_text()
