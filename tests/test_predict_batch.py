@@ -134,7 +134,10 @@ def test_a_signal_mid_run_leaves_the_old_maps_whole_and_a_bank_that_verifies(ser
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     command = [str(Path(sys.executable).parent / "radiodiff"), *cli_args(root, models, "--queries", str(queries),
                                                                         "--out", str(out), "--bank", str(bank))]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored: restore the default so that the child gets its KeyboardInterrupt, as at a terminal.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list(bank.glob("part-*.parquet"))) < 3:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()

@@ -76,7 +76,7 @@ def test_a_training_loop_writes_status_lines_to_a_log(capsys):
 
     def loss_fn(net, batch, step, generator):
         loss = torch.nn.functional.mse_loss(net(batch["x"]), batch["y"])
-        return loss, {"loss": float(loss)}
+        return loss, {"loss": float(loss.detach())}
 
     train_loop(model=model, loss_fn=loss_fn, config=config, batches=batches, log=lambda *a, **k: None,
                name="toy_stage")
