@@ -168,7 +168,7 @@ def sampling_rows(models: dict[str, LatentDiffusion], baseline, params: Params, 
     for size in sizes.sample_batches:
         cond = repeat_to(batch, size)["cond"].to(device)
         ids = repeat_to(batch, size)["map_id"].tolist()
-        v_model, kc_model = models["v"], models["kc"]
+        v_model = models["v"]
         start = scene_noise(v_model.latent_shape(cond)[1:], ids, 0)
         methods = {}
         for tail in (1, 5):

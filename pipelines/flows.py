@@ -33,7 +33,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from radiodiff.errors import RUN_FAILURE_EXIT, USER_ERROR_EXIT, UserError  # noqa: E402
-from radiodiff.profiles import hydra_value, profile_sets  # noqa: E402
+from radiodiff.profiles import hydra_value, profile_path, profile_sets  # noqa: E402
 
 from pipelines._stage import PARENT_TASK_RUN_ENV  # noqa: E402
 
@@ -199,11 +199,12 @@ def tune_deployment_flow(n_trials: int | None = None, profile: str = "default", 
     """Add `n_trials` (default: params `tune.n_trials`) trials to the Optuna study of
     pipelines/tune.py, with the search space of the profile's params file; a subflow."""
     project = Path.cwd()
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    try:
+        params_path = profile_path(profile, project) or Path("params.yaml")
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))  # the flow-run process started elsewhere: use this checkout's code
     from pipelines.tune import tune_flow
     os.environ["RADIODIFF_FLOW_RUN_ID"] = str(flow_run.id)  # the trials' MLflow runs link back here
-    params_path = PROFILES[profile] or Path("params.yaml")
     return tune_flow(params_path=str(params_path), n_trials=n_trials, study_db=study_db)

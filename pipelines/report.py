@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from radiodiff.artifacts.layout import METRICS_DIR, PLOTS_DIR, REPORT_FILE
 from radiodiff.evaluation.report import render_report

@@ -198,3 +198,11 @@ def test_deployment_runs_a_stage_on_a_process_worker(tmp_path, prefect_server):
     runs = client.search_runs([client.get_experiment_by_name("radiodiff").experiment_id])
     assert [(run.data.tags["stage"], run.data.tags.get("prefect_flow_run_id")) for run in runs] == [
         ("prepare", flow_run_id)]
+
+
+def test_the_tune_deployment_resolves_its_profile_or_refuses_it(monkeypatch):
+    from pipelines.flows import tune_deployment_flow
+
+    monkeypatch.chdir(REPO_ROOT)
+    with pytest.raises(ValueError, match="unknown profile 'nope'; known: default, paper, study"):
+        tune_deployment_flow.fn(profile="nope")

@@ -8,7 +8,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from radiodiff.models.blocks import group_norm
-from radiodiff.options import AttentionKind
 
 _HEAD_DIM = 32
 
