@@ -16,7 +16,6 @@ requests in flight and removes the model's scratch folder before it exits.
 from __future__ import annotations
 
 import json
-import logging
 import signal
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -33,8 +32,6 @@ DEFAULT_MAX_BODY_MB = 16.0  # 16 maps (the request limit) of buildings + cars as
 MAX_JSON_DEPTH = 64  # a request is at most ~6 levels deep (dataframe_split / batch of 2-D arrays)
 GUARDED_PATHS = ("/invocations",)
 DRAIN_FACTOR = 16  # an oversized body is read and dropped up to 16x the limit, so the client sees the 413
-
-log = logging.getLogger(__name__)
 
 
 def json_depth(body: bytes) -> int:
