@@ -70,7 +70,8 @@ def hydra_value(value: Any, where: str = "value") -> str:
         return "[" + ",".join(hydra_value(item, where) for item in value) + "]"
     if isinstance(value, str):
         if not _WORD.fullmatch(value):
-            raise UserError(f"{where}: {value!r} is not one plain word; a profile cannot pass it as an override")
+            raise UserError(f"{where}: {value!r} is not one plain word, so it cannot pass as a `-S` override; "
+                            "set it in params.yaml by hand")
         # Quotes reach DVC as they are (a command substitution keeps them): Hydra then reads
         # a string that looks like a number, bool or null as the string it is.
         return f"'{value}'" if _looks_typed(value) else value

@@ -56,6 +56,20 @@ def _wait_queued(batcher: DynamicBatcher, count: int) -> None:
         time.sleep(0.005)
 
 
+def _behind_a_held_batch(batcher: DynamicBatcher, recorder: Recorder, first: list[int],
+                         rest: list[list[int]]) -> tuple[list, list]:
+    """Submit `first` and hold its batch; queue `rest` behind it; release; the answers of both."""
+    recorder.hold.clear()
+    first_answer, first_threads = _submit_in_threads(batcher, [first])
+    assert recorder.entered.wait(timeout=10)
+    answers, threads = _submit_in_threads(batcher, rest)
+    _wait_queued(batcher, len(rest))
+    recorder.hold.set()
+    for thread in first_threads + threads:
+        thread.join(timeout=10)
+    return first_answer, answers
+
+
 def test_a_lone_request_runs_at_once_with_its_own_results():
     recorder = Recorder()
     batcher = DynamicBatcher(recorder, max_items=8)
@@ -67,15 +81,8 @@ def test_a_lone_request_runs_at_once_with_its_own_results():
 def test_requests_queued_behind_a_batch_share_the_next_one_in_order():
     recorder = Recorder()
     batcher = DynamicBatcher(recorder, max_items=8)
-    recorder.hold.clear()
-    first, first_threads = _submit_in_threads(batcher, [[1]])
-    assert recorder.entered.wait(timeout=10)
     rest = [[2, 3], [4], [5, 6, 7]]
-    answers, threads = _submit_in_threads(batcher, rest)
-    _wait_queued(batcher, len(rest))
-    recorder.hold.set()
-    for thread in first_threads + threads:
-        thread.join(timeout=10)
+    first, answers = _behind_a_held_batch(batcher, recorder, [1], rest)
     assert first == [[1]]
     assert sorted(answers) == sorted([[4, 9], [16], [25, 36, 49]])
     for request, answer in zip(rest, answers):
@@ -87,14 +94,7 @@ def test_requests_queued_behind_a_batch_share_the_next_one_in_order():
 def test_a_batch_holds_at_most_max_items_but_a_larger_request_still_runs():
     recorder = Recorder()
     batcher = DynamicBatcher(recorder, max_items=3)
-    recorder.hold.clear()
-    first, first_threads = _submit_in_threads(batcher, [[0]])
-    assert recorder.entered.wait(timeout=10)
-    answers, threads = _submit_in_threads(batcher, [[1, 2], [3, 4], [5, 6, 7, 8]])
-    _wait_queued(batcher, 3)
-    recorder.hold.set()
-    for thread in first_threads + threads:
-        thread.join(timeout=10)
+    _, answers = _behind_a_held_batch(batcher, recorder, [0], [[1, 2], [3, 4], [5, 6, 7, 8]])
     assert all(len(batch) <= 3 for batch in recorder.batches[1:-1])
     assert [5, 6, 7, 8] in recorder.batches  # alone, over the limit
     assert answers[2] == [25, 36, 49, 64] and not recorder.overlapped
@@ -103,14 +103,7 @@ def test_a_batch_holds_at_most_max_items_but_a_larger_request_still_runs():
 def test_a_failing_request_fails_alone():
     recorder = Recorder()
     batcher = DynamicBatcher(recorder, max_items=8)
-    recorder.hold.clear()
-    first, first_threads = _submit_in_threads(batcher, [[1]])
-    assert recorder.entered.wait(timeout=10)
-    answers, threads = _submit_in_threads(batcher, [[2], [-3], [4]])
-    _wait_queued(batcher, 3)
-    recorder.hold.set()
-    for thread in first_threads + threads:
-        thread.join(timeout=10)
+    _, answers = _behind_a_held_batch(batcher, recorder, [1], [[2], [-3], [4]])
     by_request = dict(zip((2, -3, 4), answers))
     assert by_request[2] == [4] and by_request[4] == [16]
     assert isinstance(by_request[-3], ValueError)

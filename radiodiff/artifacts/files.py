@@ -3,14 +3,13 @@ and read with `weights_only` (a model file cannot run code)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from radiodiff.errors import UserError
-from radiodiff.io import atomic_path
+from radiodiff.io import atomic_path, file_sha256
 from radiodiff.typed_yaml import plain
 
 MODEL_FORMAT = 1
@@ -19,11 +18,7 @@ Device = torch.device | str  # where a loader puts the network: "cpu", "cuda:0",
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a file (for keying resume folders and banks on the exact inputs)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
+    return file_sha256(path)
 
 
 def save_model(path: Path, *, kind: str, state_dict: dict, config: Any, extra: dict | None = None) -> None:

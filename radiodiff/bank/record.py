@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radiodiff.bank.schema import BankError
-from radiodiff.io import atomic_write_text
+from radiodiff.io import atomic_write_text, file_sha256
 
 RECORD_NAME = "bank.json"
 LOCK_NAME = ".lock"
@@ -49,15 +49,6 @@ class BankRecord:
     def to_json(self) -> str:
         parts = {name: vars(part) for name, part in sorted(self.parts.items())}
         return json.dumps({"version": RECORD_VERSION, "sealed": self.sealed, "parts": parts}, indent=1) + "\n"
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a whole file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def part_record(path: Path, rows: int) -> PartRecord:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from radiodiff.bank.parts import list_parts, reading
-from radiodiff.bank.record import RECORD_NAME, file_sha256, read_record
+from radiodiff.bank.record import RECORD_NAME, read_record
 from radiodiff.bank.schema import BankError, decode_latent
+from radiodiff.io import file_sha256
 
 KEY_FIELDS = ("model_hash", "sampler_hash", "t_mid", "scene_id", "cell", "seed")
 

@@ -9,7 +9,6 @@ runs the pipeline with them. Both are written atomically."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ import yaml
 
 from radiodiff.errors import UserError
 from radiodiff.io import atomic_write_text
+from radiodiff.profiles import hydra_value
 
 BEST_YAML = "best_params.yaml"
 BEST_ARGS = "best_params.args"
-# `$(cat FILE)` splits words on whitespace and does not honour quotes, so a value must be one
-# plain word; DVC parses it as YAML (Hydra override syntax), the same as it would in params.yaml.
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.+\-]+")
+# `$(cat FILE)` splits words on whitespace, so each value is written as one shell word in
+# Hydra's override syntax (`radiodiff.profiles.hydra_value`), which DVC parses as params.yaml's.
 
 
 def write_best(directory: Path, *, study: str, storage: str, metric: str, trial: int, value: float,
@@ -44,16 +43,9 @@ def set_param_args(params: Mapping[str, Any]) -> str:
 
 
 def _arg_value(key: str, value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"{key}: {value} cannot be written to params.yaml")
-    text = repr(value) if isinstance(value, float) else str(value)
-    if not _PLAIN_WORD.fullmatch(text):
-        raise UserError(f"{key}: value {text!r} is not one plain word; set it in params.yaml by hand")
-    return text
+    return hydra_value(value, key)  # the same spelling as the profiles' overrides
 
 
 def read_best(path: Path) -> dict[str, Any]:
