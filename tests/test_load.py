@@ -4,7 +4,6 @@ answers a lookup from its small index columns and one row group, never reading i
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from datetime import UTC, datetime
 
@@ -57,7 +56,7 @@ def test_2000_queries_keep_memory_flat_and_throughput_steady(tmp_path, ldm_file,
 
     cpu, wall, rss = (np.array(column) for column in zip(*marks))
     growth = rss[-1] / rss[WARM_UP - 1] - 1
-    (early, late), (wall_early, wall_late) = _window_medians(cpu), _window_medians(wall)
+    (early, late), (wall_early, wall_late) = _window_floors(cpu), _window_floors(wall)
     print(f"\n{QUERIES} queries in {total:.1f} s; RSS {rss[WARM_UP - 1] / 2**20:.1f} -> {rss[-1] / 2**20:.1f} MiB "
           f"({100 * growth:+.2f}%); per query cpu {1e3 * early:.2f} -> {1e3 * late:.2f} ms, "
           f"wall {1e3 * wall_early:.2f} -> {1e3 * wall_late:.2f} ms")
@@ -66,10 +65,14 @@ def test_2000_queries_keep_memory_flat_and_throughput_steady(tmp_path, ldm_file,
     assert late < 1.5 * early
 
 
-def _window_medians(marks: np.ndarray) -> tuple[float, float]:
-    """Median seconds per query over the WINDOW queries after the warm-up, and over the last WINDOW."""
+def _window_floors(marks: np.ndarray) -> tuple[float, float]:
+    """The floor (10th percentile) of seconds per query over the WINDOW queries after the warm-up,
+    and over the last WINDOW. On a shared host other jobs only ever add time to a query, so the
+    floor follows the work per query, where the median follows the neighbours too (it once rose
+    from 7 to 12 ms of CPU in the middle of a full test run)."""
     per_query = np.diff(marks)
-    return statistics.median(per_query[WARM_UP:WARM_UP + WINDOW]), statistics.median(per_query[-WINDOW:])
+    return (float(np.percentile(per_query[WARM_UP:WARM_UP + WINDOW], 10)),
+            float(np.percentile(per_query[-WINDOW:], 10)))
 
 
 N_ENTRIES, PART_ROWS, LATENT = 100_000, 25_000, (3, 8, 8)
