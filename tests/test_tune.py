@@ -277,6 +277,10 @@ def test_a_killed_trial_becomes_fail_and_is_retried_once_with_its_params(tmp_pat
     quick = tmp_path / "quick.yaml"
     quick.write_text(yaml.safe_dump(raw))
     storage = tmp_path / "tune" / "study.db"
+    storage.parent.mkdir()
+    # The study's tables exist before the tune process starts, so that polling them below never
+    # races the process creating them (two schema set-ups on one new sqlite file collide).
+    optuna.create_study(study_name="tiny", storage=f"sqlite:///{storage}")
     command = [str(Path(sys.executable).parent / "radiodiff"), "tune", "--params", str(slow), "--storage", str(storage),
                "--dataset", str(dataset / "data"), "--vae", str(vae_file[0]), "--work-dir", str(tmp_path / "work"),
                "--threads", "1", "--no-mlflow", "--n-trials", "1"]
