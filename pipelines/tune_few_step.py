@@ -40,7 +40,7 @@ def tune_few_step_flow(cfg: FluxConfig, condition: ConditionConfig, objective: s
         curve = Curve(run.log)
         result = train_few_step(model, cfg, condition, ldm_path=Path(ldm_path), dataset_dir=Path(dataset_dir),
                                 work_dir=Path(work_dir), log=curve, progress=is_main)
-        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s,
+        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.train_seconds,
                    "device": device_name(device), **{k.replace("/", "_"): v for k, v in result.val_metrics.items()}}
         if is_main:
             save_few_step(Path(model_path), result.ema.ema_model, cfg, Path(ldm_path))

@@ -34,7 +34,7 @@ def tune_tail_flow(cfg: FluxConfig, condition: ConditionConfig, dataset_dir: str
         curve = Curve(run.log)
         result = train_tail(model, cfg, condition, ldm_path=files.ldm, dataset_dir=Path(dataset_dir),
                             bank_dir=Path(bank_dir), work_dir=Path(work_dir), log=curve, progress=is_main)
-        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.wall_time_s, "device": device_name(device),
+        metrics = {"steps_per_s": result.steps_per_s, "train_seconds": result.train_seconds, "device": device_name(device),
                    **{k.replace("/", "_"): v for k, v in result.val_metrics.items()}}
         if is_main:
             save_tail(files.flux_tail, result.ema.ema_model, cfg, files.ldm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -375,10 +376,31 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, workers, ji
     assert resumed.step == straight.step == 12
     assert resumed.val_metrics == straight.val_metrics and resumed.train_loss == straight.train_loss
     a, b = read_payload(straight.checkpoint), read_payload(resumed.checkpoint)
+    for payload in (a, b):  # wall time: the one thing a resume may not reproduce
+        assert payload["loop_state"].pop("train_seconds") > 0
     for key in ("model", "ema", "optimizer", "extra", "loop_state"):
         _assert_same(a[key], b[key])
     assert not torch.equal(a["model"]["0.weight"], a["ema"]["0.weight"])
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["step_00000009.pt", "step_00000012.pt"]
+
+
+def test_a_resumed_run_reports_the_training_time_of_every_call(tmp_path):
+    """train_seconds sums the calls (the cost a stage reports); wall_time_s is this call's."""
+    config = _config(checkpoint_every=2)
+    kwargs = dict(batches=loader_factory(_dataset(), batch_size=8, seed=0), log=lambda m, s: None, progress=False,
+                  checkpoint_dir=tmp_path)
+
+    def slow_then_crash(model, batch, step, generator):
+        if step == 4:
+            raise _Crash
+        time.sleep(0.2)
+        return _noisy_loss(model, batch, step, generator)
+
+    with pytest.raises(_Crash):
+        train_loop(model=_mlp(), loss_fn=slow_then_crash, config=config, **kwargs)
+    resumed = train_loop(model=_mlp(), loss_fn=_noisy_loss, config=config, **kwargs)
+    # four slept steps of 0.2 s before the crash's checkpoint at step 4
+    assert resumed.train_seconds >= resumed.wall_time_s + 0.8
 
 
 def test_a_finished_run_resumes_to_its_stored_result(tmp_path):

@@ -125,7 +125,7 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
     static, _, _ = sample_metrics(model, test, cfg.sample_steps, static=True)
     out = {f"test_{k}": v for k, v in metrics.items()}
     out.update({f"test_static_{k}": static[k] for k in ("nmse", "tx_response")})
-    out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s, device=device_name(device))
+    out.update(steps_per_s=result.steps_per_s, train_seconds=result.train_seconds, device=device_name(device))
     shown = spread_indices(len(test))
     cond = torch.stack([test[i]["cond"] for i in shown])
     figure = comparison_figure(target[shown], {f"DDIM-{cfg.sample_steps}": pred[shown]}, cond=cond,

@@ -78,7 +78,7 @@ def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progres
     test = RadioMapDataset(dataset_dir, "test", ())
     pred, target, _ = predict_all(lambda b: reconstruct(trained, b), test, EVAL_BATCH, device=device)
     metrics = {f"test_{k}": v for k, v in summarize(pred, target).items()}
-    metrics.update(scale_factor=scale, steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s,
+    metrics.update(scale_factor=scale, steps_per_s=result.steps_per_s, train_seconds=result.train_seconds,
                    device=device_name(device))
     shown = spread_indices(len(target))
     figure = comparison_figure(target[shown], {"reconstruction": pred[shown]}, title="VAE test reconstructions")

@@ -68,6 +68,8 @@ class TrainResult:
     - train_loss: mean loss of the last logging window (None if no step ever ran).
     - val_metrics: the last `val_fn` result, keys without prefix ({} if never validated).
     - wall_time_s, steps_per_s: of this call only.
+    - train_seconds: training wall time of the whole run, the calls before a resume included
+      (each checkpoint carries the sum so far): what a stage reports as its training cost.
     - ema: the EMA, whose `ema_model` is usually the one to save or evaluate.
     - checkpoint: the newest checkpoint written or resumed from (None without a directory).
     - stopped_early: `should_stop` returned True.
@@ -81,6 +83,7 @@ class TrainResult:
     ema: EMA
     checkpoint: Path | None
     stopped_early: bool = False
+    train_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ class _Run:
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     micro_batch: int = 0  # samples in this rank's last micro-batch (for the out-of-memory message)
     name: str = "training"  # the stage, as failures name it
+    seconds_before: float = 0.0  # training wall time of the calls before this resume
+    started: float = field(default_factory=time.perf_counter)  # this call's start
 
 
 def train_loop(
@@ -187,7 +192,8 @@ def train_loop(
         # After creating the iterator: a DataLoader may draw its base seed from the global RNG.
         restore_rng_state(rng_state)
     autocast = lambda: devices.autocast(device, precision)  # noqa: E731
-    first_step, started = run.step, time.perf_counter()
+    first_step = run.step
+    run.started = started = time.perf_counter()
     window: dict[str, list[float]] = {}
     bar = Progress(config.total_steps, name, unit="step", initial=run.step, enabled=progress and run.ranks.is_main)
     try:
@@ -217,6 +223,7 @@ def train_loop(
         ema=run.ema,
         checkpoint=run.checkpoint,
         stopped_early=run.stopped,
+        train_seconds=run.seconds_before + elapsed,
     )
 
 
@@ -313,7 +320,8 @@ def _save(run: _Run, directory: Path, extra: Mapping[str, Any] | None) -> None:
             rng=capture_rng_state(),
             extra=extra,
             loop_state={"next_batch": run.next_batch, "train_loss": run.train_loss, "val_metrics": run.val_metrics,
-                        "grad_scaler": None if run.scaler is None else run.scaler.state_dict()},
+                        "grad_scaler": None if run.scaler is None else run.scaler.state_dict(),
+                        "train_seconds": run.seconds_before + time.perf_counter() - run.started},
         )
         prune_checkpoints(directory, keep=run.config.keep_checkpoints)
     distributed.barrier()  # so that every rank's result names a file that exists
@@ -331,6 +339,7 @@ def _resume(run: _Run, checkpoint_dir: Path | None) -> dict | None:
     run.next_batch = int(loop_state.get("next_batch", ckpt.step * run.config.accum_steps))
     run.train_loss = loop_state.get("train_loss")
     run.val_metrics = dict(loop_state.get("val_metrics") or {})
+    run.seconds_before = float(loop_state.get("train_seconds") or 0.0)  # absent in checkpoints before it
     if run.scaler is not None and loop_state.get("grad_scaler"):
         run.scaler.load_state_dict(loop_state["grad_scaler"])
     return ckpt.rng
