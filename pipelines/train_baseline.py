@@ -10,23 +10,27 @@ from prefect import flow
 
 from radiodiff import tracking
 from radiodiff.artifacts.baseline import save_baseline
-from radiodiff.artifacts.layout import DATASET_DIR, MODELS, RUNS_DIR
+from radiodiff.artifacts.layout import DATASET_DIR, METRICS_DIR, MODELS, RUNS_DIR
 from radiodiff.config import BaselineConfig, ConditionConfig
 from radiodiff.stages.baseline import PredictBaseline, train_baseline
+from radiodiff.stages.parity import generative_train_seconds
 from radiodiff.training import distributed
 from radiodiff.training.curves import Curve
 
 
 @flow(name="train_baseline", validate_parameters=False)
 def train_baseline_flow(cfg: BaselineConfig, condition: ConditionConfig, dataset_dir: str = str(DATASET_DIR),
-                        model_path: str = str(MODELS.baseline), work_dir: str = str(RUNS_DIR)) -> dict:
+                        model_path: str = str(MODELS.baseline), work_dir: str = str(RUNS_DIR),
+                        metrics_dir: str = str(METRICS_DIR)) -> dict:
     """Train, save the EMA baseline, and log curves, metrics, figure and model to MLflow
-    (every DDP rank trains; rank 0 alone tracks and writes)."""
+    (every DDP rank trains; rank 0 alone tracks and writes). With `cfg.compute_parity` the run
+    lasts at least the training time the generative stages wrote in `metrics_dir`."""
     is_main = distributed.is_main()
+    parity_seconds = generative_train_seconds(Path(metrics_dir)) if cfg.compute_parity else None
     with tracking.stage_run("train_baseline", {"baseline": cfg, "condition": condition}, enabled=is_main) as run:
         curve = Curve(run.log)
         result = train_baseline(cfg, condition, dataset_dir=Path(dataset_dir), work_dir=Path(work_dir), log=curve,
-                                progress=is_main)
+                                progress=is_main, parity_seconds=parity_seconds)
         if is_main:
             write_curve(curve, "train_baseline")
             save_baseline(Path(model_path), result.model, cfg, condition)

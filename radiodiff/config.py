@@ -191,8 +191,14 @@ class AlternativeObjectivesConfig:
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """The `train_baseline` stage: RadioUNet-style supervised UNet, condition -> gain."""
+    """The `train_baseline` stage: RadioUNet-style supervised UNet, condition -> gain.
 
+    compute_parity: train for at least the generative chain's measured training time
+    (train_vae + train_ldm + tune_tail, `radiodiff.stages.parity`); `train.total_steps` is then
+    a floor. False trains exactly `train.total_steps`.
+    """
+
+    compute_parity: bool = False
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 1

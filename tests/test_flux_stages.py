@@ -96,6 +96,8 @@ def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     assert table.loc["flux_nearest_t10_tail1", "bank_nearest"] == len(FLUX.seeds)
     assert result.consistency["t"].tolist() == [33, 16, 0, -1]  # the step each DDIM-4 step lands on
     assert {"flux_speedup_b1", "flux_nmse_loss", "baseline_nmse", "simulator_ms_per_map_b1"} <= set(result.headline)
+    head = result.headline
+    assert head["flux_over_baseline_nmse"] == pytest.approx(head["flux_nmse"] / head["baseline_nmse"])
     assert set(result.figures) == {"evaluate_tradeoff.png", "evaluate_consistency.png", "evaluate_samples.png",
                                    "evaluate_traffic.png", "evaluate_new_layout.png", "evaluate_nmse_histogram.png"}
     # the spread of per-map NMSE beside the mean; deterministic baseline: its p90 is at least its median

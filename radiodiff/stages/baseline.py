@@ -6,7 +6,8 @@ the same condition channels, so `evaluate` compares like with like.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,16 @@ from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.models.baseline import SupervisedUNet
 from radiodiff.stages.common import dataset_digest, predict_all, run_folder
 from radiodiff.stages.figures import comparison_figure, spread_indices
+from radiodiff.stages.parity import (
+    ParityPlan,
+    measure_steps_per_second,
+    parity_metrics,
+    plan_steps,
+    read_plan,
+    stretched,
+    write_plan,
+)
+from radiodiff.training import distributed
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import train_loop
 from radiodiff.training.rng import seeded_init
@@ -53,26 +64,47 @@ def evaluate_baseline(model: SupervisedUNet, dataset, limit: int | None = None):
 
 
 def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_dir: Path, work_dir: Path, log,
-                   progress: bool = True) -> BaselineResult:
+                   progress: bool = True, parity_seconds: float | None = None) -> BaselineResult:
     """Train on the train split (resumable from `work_dir`) on the device of `cfg.train.device`,
-    and measure on the test split."""
+    and measure on the test split.
+
+    parity_seconds: the generative chain's training wall time (s); when given, the run lasts
+    at least that long (`radiodiff.stages.parity`): its step count is planned from the
+    baseline's measured rate, and the metrics report both times.
+    """
     device = resolve_device(cfg.train.device)
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
     with seeded_init(cfg.train.seed):
         model = build_baseline(cfg, condition.channels, device)
+    batches = loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
+                             num_workers=cfg.data.workers, device=device)
+    digest = dataset_digest(dataset_dir)
+    plan = None
+    if parity_seconds is not None:
+        plan_file = run_folder(work_dir, KIND, cfg, condition, digest).with_suffix(".parity.json")
+        plan = distributed.from_main(read_plan(plan_file, parity_seconds) if distributed.is_main() else None)
+        if plan is None:  # every DDP rank takes part in the probe; rank 0's rate decides
+            rate = distributed.from_main(measure_steps_per_second(model, _loss_fn, batches, cfg.train))
+            plan = ParityPlan(parity_seconds, rate, plan_steps(parity_seconds, rate, cfg.train.total_steps))
+            if distributed.is_main():
+                write_plan(plan_file, plan)
+        if progress:  # beside the progress lines, so the log says why the run is this long
+            print(f"train_baseline: compute parity, {plan.total_steps} steps at {plan.steps_per_s:.2f} step/s to "
+                  f"match the generative chain's {parity_seconds:.0f} s of training", file=sys.stderr, flush=True)
+        cfg = replace(cfg, train=stretched(cfg.train, plan.total_steps))
     result = train_loop(
         model=model, loss_fn=_loss_fn, config=cfg.train, log=log, progress=progress,
         val_fn=lambda current, step: evaluate_baseline(current, val, limit=256)[0],
-        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
-                               num_workers=cfg.data.workers, device=device),
-        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir)), name="train_baseline",
+        batches=batches, checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, digest), name="train_baseline",
     )
     trained = result.ema.ema_model.eval()
     test = RadioMapDataset(dataset_dir, "test", condition.encodings)
     metrics, pred, target = evaluate_baseline(trained, test)
     out = {f"test_{k}": v for k, v in metrics.items()}
-    out.update(steps_per_s=result.steps_per_s, train_seconds=result.wall_time_s, device=device_name(device))
+    out.update(steps_per_s=result.steps_per_s, train_seconds=result.train_seconds, device=device_name(device))
+    if plan is not None:
+        out.update(parity_metrics(plan, result.train_seconds))
     shown = spread_indices(len(test))
     cond = torch.stack([test[i]["cond"] for i in shown])
     figure = comparison_figure(target[shown], {"baseline": pred[shown]}, cond=cond, title="Baseline test predictions")

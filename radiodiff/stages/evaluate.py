@@ -291,6 +291,7 @@ def headline(table: pd.DataFrame, flux: FluxConfig, others: Sequence[tuple[str, 
         "full_nmse": float(full["nmse"]), "full_ssim": float(full["ssim"]),
         "best_ldm_nmse": float(generative["nmse"]), "baseline_nmse": float(by_name.loc["baseline", "nmse"]),
     }
+    out["flux_over_baseline_nmse"] = out["flux_nmse"] / out["baseline_nmse"]
     t100 = table[table["family"] == "reference"]
     if len(t100):
         out["t100_nmse"] = float(t100.iloc[0]["nmse"])

@@ -1,0 +1,111 @@
+"""Compute parity: the supervised peer trains for at least the generative chain's wall time.
+
+A diffusion model that "beats the baseline" only because it trained four times longer proves
+nothing, so `train_baseline` can size its run from what the generative chain actually cost on
+this machine: the training seconds that train_vae, train_ldm and tune_tail report (their
+`train_seconds`, resumed calls included). The baseline's own rate is measured on a throwaway
+copy of it for a few steps, and its `total_steps` becomes enough steps to last that long (never
+fewer than params ask). Step counts, not a clock, end the run, so the learning-rate schedule
+still ends where it should and a resumed run is exact; the plan is written next to the resume
+folders, so a restart trains to the same step count.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from radiodiff.errors import UserError
+from radiodiff.io import atomic_write_text
+from radiodiff.training.config import LoopConfig
+from radiodiff.training.loop import train_loop
+
+# The stages whose training is the generative model's cost: the latent space, the denoiser,
+# and the tail fine-tuning the served sampler uses.
+GENERATIVE_STAGES = ("train_vae", "train_ldm", "tune_tail")
+CALIBRATION_STEPS = 30  # short enough to cost seconds, long enough to average out the first steps
+
+
+@dataclass(frozen=True)
+class ParityPlan:
+    """How long the baseline trains to match the generative chain.
+
+    - generative_seconds: training wall time of GENERATIVE_STAGES, summed (s).
+    - steps_per_s: the baseline's measured rate on this machine (optimizer steps per s).
+    - total_steps: the step count that lasts at least `generative_seconds` at that rate, and
+      at least the configured one.
+    """
+
+    generative_seconds: float
+    steps_per_s: float
+    total_steps: int
+
+
+def generative_train_seconds(metrics_dir: Path) -> float:
+    """Sum of the `train_seconds` the generative stages wrote in `metrics_dir` (s); a missing
+    or unreadable file is a UserError naming the stage to run first."""
+    total = 0.0
+    for stage in GENERATIVE_STAGES:
+        path = Path(metrics_dir) / f"{stage}.json"
+        try:
+            total += float(json.loads(path.read_text())["train_seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"baseline.compute_parity needs {path} with train_seconds: run {stage} first, "
+                            "or set baseline.compute_parity: false") from None
+    return total
+
+
+def plan_steps(generative_seconds: float, steps_per_s: float, configured: int) -> int:
+    """Steps that last at least `generative_seconds` at `steps_per_s`, never below `configured`."""
+    if generative_seconds < 0 or steps_per_s <= 0:
+        raise ValueError(f"need generative_seconds >= 0 and steps_per_s > 0, got {generative_seconds}, {steps_per_s}")
+    return max(configured, math.ceil(generative_seconds * steps_per_s))
+
+
+def measure_steps_per_second(model: nn.Module, loss_fn: Callable, batches: Callable, loop: LoopConfig,
+                             steps: int = CALIBRATION_STEPS) -> float:
+    """Optimizer steps per second of `loss_fn` on a copy of `model` (the model is untouched):
+    the same loop, batches and precision, without validation or checkpoints."""
+    optim = replace(loop.optim, warmup_steps=0)
+    probe = replace(loop, total_steps=steps, log_every=steps, val_every=steps, checkpoint_every=steps, optim=optim)
+    started = time.perf_counter()
+    result = train_loop(model=copy.deepcopy(model), loss_fn=loss_fn, batches=batches, config=probe,
+                        log=lambda metrics, step: None, progress=False, name="parity calibration")
+    # The whole call, setup included: a slower estimate gives more steps, the safe side of "at least".
+    return result.step / (time.perf_counter() - started)
+
+
+def stretched(loop: LoopConfig, total_steps: int) -> LoopConfig:
+    """`loop` run for `total_steps`, its logging, validation and checkpoint intervals stretched
+    by the same factor: as many curve points, validations and checkpoints as params ask for."""
+    factor = total_steps / loop.total_steps
+    return replace(loop, total_steps=total_steps, **{name: max(1, round(getattr(loop, name) * factor))
+                                                      for name in ("log_every", "val_every", "checkpoint_every")})
+
+
+def read_plan(plan_file: Path, generative_seconds: float) -> ParityPlan | None:
+    """The plan stored in `plan_file` if it was made for this generative time, else None."""
+    try:
+        stored = ParityPlan(**json.loads(Path(plan_file).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return stored if math.isclose(stored.generative_seconds, generative_seconds, rel_tol=1e-9) else None
+
+
+def write_plan(plan_file: Path, plan: ParityPlan) -> None:
+    """Store `plan` (atomically) so a restarted stage trains to the same step count."""
+    atomic_write_text(Path(plan_file), json.dumps(asdict(plan), indent=2) + "\n")
+
+
+def parity_metrics(plan: ParityPlan, train_seconds: float) -> dict[str, Any]:
+    """What the stage reports beside its own train_seconds: both costs and their ratio."""
+    return {"generative_train_seconds": plan.generative_seconds, "parity_steps": plan.total_steps,
+            "train_seconds_over_generative": train_seconds / plan.generative_seconds
+            if plan.generative_seconds > 0 else math.nan}
