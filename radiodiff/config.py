@@ -16,7 +16,8 @@ import yaml
 from radiodiff.devices import check_device_spec
 from radiodiff.errors import UserError
 from radiodiff.options import (
-    SPLITS, AttentionKind, Precision, Preconditioning, Prediction, ReconKind, ScheduleKind, TargetSource, TxEncoding,
+    SPLITS, AttentionKind, LossWeighting, Precision, Preconditioning, Prediction, ReconKind, ScheduleKind, TargetSource,
+    TxEncoding,
 )
 from radiodiff.training.config import LoopConfig
 from radiodiff.tune_config import TuneConfig
@@ -154,6 +155,9 @@ class LDMConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     condition_dropout: float = 0.2  # zero the dynamic channels, so one net serves the static prefix
+    # none: every map counts the same in the loss; energy: a map counts by 1 / mean(gain^2), as
+    # it does in the mean NMSE (radiodiff.diffusion.losses.energy_weights)
+    loss_weighting: LossWeighting = LossWeighting.NONE
     sample_steps: int = 5  # DDIM steps for validation samples and figures
     data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=1000))

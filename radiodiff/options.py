@@ -42,6 +42,13 @@ class AttentionKind(enum.Enum):
     WINDOW = "window"
 
 
+class LossWeighting(enum.Enum):
+    """How much each map of a batch counts in the denoiser's loss."""
+
+    NONE = "none"  # equally
+    ENERGY = "energy"  # by 1 / its energy mean(gain^2), as in the mean NMSE
+
+
 class ScheduleKind(enum.Enum):
     """How beta_t grows over the diffusion steps."""
 

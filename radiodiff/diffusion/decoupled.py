@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from radiodiff.diffusion.continuous import ContinuousTime
+from radiodiff.diffusion.losses import weighted_batch_mean
 from radiodiff.diffusion.sampling import StepOutput, noise_like
 from radiodiff.diffusion.schedule import as_coefficient
 from radiodiff.options import Preconditioning
@@ -136,12 +137,13 @@ def _per_sample(error: torch.Tensor, l1_weight: float) -> torch.Tensor:
 
 
 def decoupled_loss(c_pred: torch.Tensor, noise_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
-                   t: torch.Tensor, *, l1_weight: float = 0.0) -> torch.Tensor:
+                   t: torch.Tensor, *, l1_weight: float = 0.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Scalar loss: batch mean of c_loss_weight(t) L(C_pred, -x0) + noise_loss_weight(t) L(n_pred, n).
 
     Heads and targets [B, ...] (heads already preconditioned), t [B] in [0, 1]; L is the
     per-sample MSE plus l1_weight times the MAE. RadioDiff's "use_l1" is l1_weight = 1 with the
-    total halved, a constant factor. At least float32.
+    total halved, a constant factor. `weight` [B]: per-sample weights of the batch mean. At
+    least float32.
     """
     if t.shape != (x0.shape[0],):
         raise ValueError(f"t must be [{x0.shape[0]}], got {tuple(t.shape)}")
@@ -149,7 +151,7 @@ def decoupled_loss(c_pred: torch.Tensor, noise_pred: torch.Tensor, x0: torch.Ten
     t = t.to(device=x0.device, dtype=dtype)
     loss_c = _per_sample(c_pred.to(dtype) + x0.to(dtype), l1_weight)
     loss_noise = _per_sample(noise_pred.to(dtype) - noise.to(dtype), l1_weight)
-    return (c_loss_weight(t) * loss_c + noise_loss_weight(t) * loss_noise).mean()
+    return weighted_batch_mean(c_loss_weight(t) * loss_c + noise_loss_weight(t) * loss_noise, weight)
 
 
 def decoupled_step(c_pred: torch.Tensor, noise_pred: torch.Tensor, x_t: torch.Tensor, t: float, t_prev: float,
@@ -225,10 +227,11 @@ class DecoupledProcess(ContinuousTime):
         return T_MIN + u * (t_end - T_MIN)
 
     def training_loss(self, model_output: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                      x_t: torch.Tensor) -> torch.Tensor:
-        """RadioDiff's weighted two-head loss of the raw output at x_t (scalar, float32)."""
+                      x_t: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """RadioDiff's weighted two-head loss of the raw output at x_t (scalar, float32),
+        per-sample `weight` [B] when given."""
         c_pred, noise_pred = precondition(model_output.float(), x_t, t, self.preconditioning)
-        return decoupled_loss(c_pred, noise_pred, x0, noise, t)
+        return decoupled_loss(c_pred, noise_pred, x0, noise, t, weight=weight)
 
     def spec(self) -> dict:
         """What a sampled latent depends on besides the weights, the seed and the time grid."""

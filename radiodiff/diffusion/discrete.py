@@ -134,9 +134,10 @@ class DiscreteProcess:
         return (u * (t_end + 1)).long()
 
     def training_loss(self, model_output: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                      x_t: torch.Tensor) -> torch.Tensor:
-        """MSE of the output against the prediction target (scalar, float32)."""
-        return diffusion_loss(model_output, x0, noise, t, self.schedule, self.prediction)
+                      x_t: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE of the output against the prediction target (scalar, float32), per-sample
+        `weight` [B] when given."""
+        return diffusion_loss(model_output, x0, noise, t, self.schedule, self.prediction, weight)
 
     def spec(self) -> dict:
         """What a sampled latent depends on besides the weights, the seed and the time grid.

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from radiodiff.diffusion.continuous import ContinuousTime
+from radiodiff.diffusion.losses import weighted_batch_mean
 from radiodiff.diffusion.sampling import StepOutput
 from radiodiff.diffusion.schedule import as_coefficient
 
@@ -101,11 +102,13 @@ class FlowMatchingProcess(ContinuousTime):
         return u * t_end
 
     def training_loss(self, model_output: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                      x_t: torch.Tensor) -> torch.Tensor:
-        """MSE of the predicted velocity against noise - x0 (scalar, at least float32)."""
+                      x_t: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE of the predicted velocity against noise - x0 (scalar, at least float32),
+        per-sample `weight` [B] when given."""
         dtype = torch.promote_types(model_output.dtype, torch.float32)
         target = flow_velocity(x0.to(dtype), noise.to(dtype))
-        return (model_output.to(dtype) - target).pow(2).mean()
+        error = (model_output.to(dtype) - target).pow(2)
+        return error.mean() if weight is None else weighted_batch_mean(error.flatten(1).mean(dim=1), weight)
 
     def spec(self) -> dict:
         """What a sampled latent depends on besides the weights, the seed and the time grid."""

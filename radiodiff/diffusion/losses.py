@@ -24,10 +24,37 @@ def diffusion_loss(
     t: torch.Tensor,
     schedule: NoiseSchedule,
     prediction: Prediction,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared error (scalar, float32) between the model output and the chosen target."""
+    """Mean squared error (scalar, float32) between the model output and the chosen target,
+    each sample's weighted by `weight` [B] when given (see `weighted_batch_mean`)."""
     target = prediction_target(x0, noise, t, schedule, prediction)
-    return F.mse_loss(model_output.float(), target.float())
+    if weight is None:
+        return F.mse_loss(model_output.float(), target.float())
+    return weighted_batch_mean((model_output.float() - target.float()).pow(2).flatten(1).mean(dim=1), weight)
+
+
+def weighted_batch_mean(per_sample: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the batch of per-sample losses [B], each times its weight [B] when given.
+    The weights are used as given (the caller normalises them, typically to mean 1), so a
+    weight of all ones is the plain mean."""
+    if weight is None:
+        return per_sample.mean()
+    if weight.shape != per_sample.shape:
+        raise ValueError(f"weight must be {tuple(per_sample.shape)}, got {tuple(weight.shape)}")
+    return (per_sample * weight.to(per_sample)).mean()
+
+
+def energy_weights(gain: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """Per-map weights [B] proportional to 1 / mean(gain^2), normalised to mean 1 over the batch.
+
+    gain [B, 1, H, W] in [0, 1]. The NMSE of a map is its MSE over its energy mean(gain^2), so
+    the mean NMSE weighs a dark map's error by 1 / its energy; training with these weights
+    gives the loss the evaluation metric's emphasis. `floor` bounds the weight of an all-dark
+    map (energy 0)."""
+    energy = gain.float().flatten(1).pow(2).mean(dim=1).clamp_min(floor)
+    inverse = energy.reciprocal()
+    return inverse / inverse.mean()
 
 
 def sample_timesteps(

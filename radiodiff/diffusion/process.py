@@ -11,8 +11,9 @@ eps / v / x0, continuous t in [1, 0] for the decoupled KC objective and for flow
   `radiodiff.diffusion.sampling.sample_loop` runs any process; a RadioDiff-Flux plan is a
   split of one grid (`radiodiff.flux`).
 - training: `sample_training_times`, `add_noise` (x0, noise, t -> x_t), `training_loss` of
-  the raw network output, `implied_noise` (the noise that puts x0 at x_t: the inverse of
-  `add_noise`), `times_on_path` (uniform times between the clean end and t).
+  the raw network output (optionally weighted per sample), `implied_noise` (the noise that
+  puts x0 at x_t: the inverse of `add_noise`), `times_on_path` (uniform times between the
+  clean end and t).
 - keys: `spec()` / `fingerprint()` name what a sampled latent depends on besides the
   weights, seed and grid (the midpoint bank's sampler key).
 - `config_time(steps)` reads a params time given in steps of T; `full_trajectory()` is the
@@ -72,7 +73,7 @@ class DiffusionProcess(Protocol):
     def times_on_path(self, u: torch.Tensor, t_end: torch.Tensor) -> torch.Tensor: ...
 
     def training_loss(self, model_output: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor,
-                      t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor: ...
+                      t: torch.Tensor, x_t: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def spec(self) -> dict: ...
 

@@ -14,12 +14,13 @@ from radiodiff.artifacts.vae import load_vae
 from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.dataset import RadioMapDataset
-from radiodiff.diffusion.losses import drop_condition_channels
+from radiodiff.diffusion.losses import drop_condition_channels, energy_weights
 from radiodiff.devices import device_name, resolve_device
 from radiodiff.diffusion.process import DiffusionProcess, make_process
 from radiodiff.flux import static_condition
 from radiodiff.generation import LatentDiffusion, generate
 from radiodiff.metrics import summarize, tx_response_ratio
+from radiodiff.options import LossWeighting
 from radiodiff.stages.common import batched, dataset_digest, predict_all, run_folder
 from radiodiff.stages.figures import comparison_figure, spread_indices
 from radiodiff.training.batching import loader_factory
@@ -61,16 +62,19 @@ class LDMResult:
     figure: Any
 
 
-def _loss_fn(process: DiffusionProcess, condition_dropout: float, channel_mask: tuple[bool, ...]):
+def _loss_fn(process: DiffusionProcess, condition_dropout: float, channel_mask: tuple[bool, ...],
+             weighting: LossWeighting = LossWeighting.NONE):
     """The process's training loss at random times, with the dynamic channels dropped from a
-    `condition_dropout` share of the batch (so one network also serves the static prefix)."""
+    `condition_dropout` share of the batch (so one network also serves the static prefix),
+    each map weighted as `weighting` says."""
     def loss_fn(unet, batch, step, generator):
         z0, cond = batch["latent"], batch["cond"]
         t = process.sample_training_times(z0.shape[0], generator=generator, device=z0.device)
         noise = torch.randn(z0.shape, generator=generator, device=z0.device)
         cond = drop_condition_channels(cond, channel_mask, condition_dropout, generator)
         x_t = process.add_noise(z0, noise, t)
-        return process.training_loss(unet(x_t, t, cond), x0=z0, noise=noise, t=t, x_t=x_t), {}
+        weight = energy_weights(batch["gain"]) if weighting is LossWeighting.ENERGY else None
+        return process.training_loss(unet(x_t, t, cond), x0=z0, noise=noise, t=t, x_t=x_t, weight=weight), {}
 
     return loss_fn
 
@@ -111,7 +115,8 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
         return sample_metrics(bundle(current), val, cfg.sample_steps, VAL_SAMPLES)[0]
 
     result = train_loop(
-        model=unet, loss_fn=_loss_fn(process, cfg.condition_dropout, dynamic_channel_mask(condition.encodings)),
+        model=unet, loss_fn=_loss_fn(process, cfg.condition_dropout, dynamic_channel_mask(condition.encodings),
+                                    cfg.loss_weighting),
         config=cfg.train,
         log=log, val_fn=val_fn, progress=progress, should_stop=should_stop,
         batches=loader_factory(latents, batch_size=cfg.data.batch_size, seed=cfg.train.seed,

@@ -1,0 +1,59 @@
+"""Per-map loss weights: the same interface on every objective, and the energy weighting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from radiodiff.config import DiffusionConfig
+from radiodiff.diffusion import make_process
+from radiodiff.diffusion.losses import energy_weights
+from radiodiff.options import Prediction
+
+
+@pytest.mark.parametrize("prediction", [Prediction.V, Prediction.EPS, Prediction.KC, Prediction.FLOW])
+def test_every_objective_weights_its_samples_the_same_way(prediction):
+    process = make_process(DiffusionConfig(num_steps=100, prediction=prediction))
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 3, 4, 4, generator=generator), torch.randn(2, 3, 4, 4, generator=generator)
+    t = process.sample_training_times(2, generator=generator)
+    x_t = process.add_noise(x0, noise, t)
+    output = torch.randn(2, process.output_channels(3), 4, 4, generator=generator)
+
+    def loss(rows, weight=None):
+        return process.training_loss(output[rows], x0=x0[rows], noise=noise[rows], t=t[rows], x_t=x_t[rows],
+                                     weight=weight)
+
+    both = slice(0, 2)
+    torch.testing.assert_close(loss(both, torch.ones(2)), loss(both))
+    # weights [2, 0]: the batch mean is the first sample's loss alone
+    torch.testing.assert_close(loss(both, torch.tensor([2.0, 0.0])), loss(slice(0, 1)))
+    with pytest.raises(ValueError, match="weight must be"):
+        loss(both, torch.ones(3))
+
+
+def test_energy_weights_follow_the_nmse_denominator():
+    bright, dark, black = torch.full((1, 1, 4, 4), 0.8), torch.full((1, 1, 4, 4), 0.2), torch.zeros(1, 1, 4, 4)
+    weights = energy_weights(torch.cat([bright, dark, black]))
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights[1] / weights[0] == pytest.approx(16.0)  # (0.8 / 0.2)^2: the ratio of their energies
+    assert torch.isfinite(weights).all() and weights[2] == weights.max()  # an all-dark map: bounded, the heaviest
+
+
+def test_the_denoiser_loss_weights_maps_by_energy_only_when_asked():
+    from radiodiff.options import LossWeighting
+    from radiodiff.stages.ldm import _loss_fn
+
+    process = make_process(DiffusionConfig(num_steps=100, prediction=Prediction.V))
+    unet = lambda x_t, t, cond: x_t * 0.5  # noqa: E731  (any function of its input)
+    gain = torch.cat([torch.full((1, 1, 8, 8), 0.8), torch.full((1, 1, 8, 8), 0.1)])
+    batch = {"latent": torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)), "cond": torch.ones(2, 2, 8, 8),
+             "gain": gain}
+
+    def loss(weighting, batch):
+        fn = _loss_fn(process, 0.0, (False, True), weighting)
+        return fn(unet, batch, 0, torch.Generator().manual_seed(0))[0]
+
+    assert loss(LossWeighting.ENERGY, batch) != loss(LossWeighting.NONE, batch)
+    equal = {**batch, "gain": torch.full((2, 1, 8, 8), 0.5)}  # equal energies: weights of one
+    torch.testing.assert_close(loss(LossWeighting.ENERGY, equal), loss(LossWeighting.NONE, equal))
