@@ -42,6 +42,13 @@ class AttentionKind(enum.Enum):
     WINDOW = "window"
 
 
+class FlowSampler(enum.Enum):
+    """How flow matching integrates its predicted velocity from noise to data."""
+
+    EULER = "euler"  # one network call per step
+    HEUN = "heun"  # Euler, then the mean of the velocities at both ends: two calls, second order
+
+
 class LossWeighting(enum.Enum):
     """How much each map of a batch counts in the denoiser's loss."""
 

@@ -49,6 +49,11 @@ class ContinuousTime:
     start_time = 1.0
     end_time = 0.0
     time_embedding_scale = TIME_EMBEDDING_SCALE
+    calls_per_step = 1
+
+    def second_order(self):
+        """No second-order variant (flow matching overrides it)."""
+        return None
 
     def config_time(self, steps: int) -> float:
         """A config's time in steps of T as t = steps / T, and 1 for T-1 (pure noise in both)."""

@@ -48,6 +48,7 @@ class DiscreteProcess:
     eta: float = 0.0  # DDIM's noise scale
 
     time_embedding_scale = 1.0
+    calls_per_step = 1
     end_time = CLEAN
 
     def __post_init__(self) -> None:
@@ -154,3 +155,7 @@ class DiscreteProcess:
     def full_trajectory(self) -> tuple[DiscreteProcess, int]:
         """The reference sampler: DDPM over all T steps."""
         return dataclasses.replace(self, sampler=SamplerKind.DDPM), self.num_train_steps
+
+    def second_order(self) -> None:
+        """No second-order sampler on the discrete schedule."""
+        return None

@@ -17,8 +17,9 @@ eps / v / x0, continuous t in [1, 0] for the decoupled KC objective and for flow
 - keys: `spec()` / `fingerprint()` name what a sampled latent depends on besides the
   weights, seed and grid (the midpoint bank's sampler key).
 - `config_time(steps)` reads a params time given in steps of T; `full_trajectory()` is the
-  slow reference sampler (DDPM over all T steps) or None; `output_channels(c)` and
-  `time_embedding_scale` are what the network must provide.
+  slow reference sampler (DDPM over all T steps) or None; `second_order()` the same model with
+  a two-call predictor-corrector sampler (Heun for flow matching) or None;
+  `output_channels(c)` and `time_embedding_scale` are what the network must provide.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ class DiffusionProcess(Protocol):
     def fingerprint(self) -> str: ...
 
     def full_trajectory(self) -> tuple[DiffusionProcess, int] | None: ...
+
+    # Network calls per step. A process with 2 also has `correct(output, next_output, t, t_prev,
+    # x_t)`: `step` is its predictor, and the loop calls the network again at step's result.
+    calls_per_step: int
+
+    def second_order(self) -> DiffusionProcess | None: ...
 
 
 def make_process(cfg: DiffusionConfig) -> DiffusionProcess:

@@ -103,8 +103,10 @@ def sample_loop_progressive(
     times[i] to times[i + 1], so stop_index = N (the default) lands on times[N] and
     stop_index = k hands back the latent at times[k]. x_start [B, ...] is the latent at
     times[start_index]; denoise_fn(x_t, process.model_time(t, x_t)) returns the raw network
-    output. The loop holds no state besides x and the generator, so [0, k) then [k, N) with
-    the same generator equals [0, N) bit for bit. Runs without autograd.
+    output. A process with two calls per step has its predictor's result corrected with the
+    network's output there (`process.correct`). The loop holds no state besides x and the
+    generator, so [0, k) then [k, N) with the same generator equals [0, N) bit for bit. Runs
+    without autograd.
     """
     grid = process.check_times(times)
     stop = len(grid) - 1 if stop_index is None else stop_index
@@ -116,7 +118,11 @@ def sample_loop_progressive(
         # no_grad only around the work: a `with` spanning the yield would leak the
         # grad mode into the caller while this generator is suspended.
         with torch.no_grad():
-            output = process.step(denoise_fn(x, process.model_time(t, x)), t, t_prev, x, generator=generator)
+            model_output = denoise_fn(x, process.model_time(t, x))
+            output = process.step(model_output, t, t_prev, x, generator=generator)
+            if process.calls_per_step == 2:
+                next_output = denoise_fn(output.prev_sample, process.model_time(t_prev, x))
+                output = process.correct(model_output, next_output, t, t_prev, x)
         x = output.prev_sample
         yield output
 

@@ -47,7 +47,7 @@ class Method:
     name: str
     family: str  # full | reference | ddim | decoupled | flux | flux_tuned | flux_nearest | flux_nearest_any |
     # flux_cell | control | baseline | few_step_tuned (a sampler of a denoiser fine-tuned on it),
-    # flow | the Flux families of another objective's model suffixed with its label (flux_kc, flux_flow)
+    # flow | flow_heun (two calls a step) | the Flux families of another objective's model suffixed with its label (flux_kc, flux_flow)
     run: RunFn
     unet_calls: int
     t_mid: int | None = None
@@ -104,7 +104,7 @@ def from_noise(kit: Toolkit, model: LatentDiffusion, steps: int, *, family: str)
         return stage2_decode(model, kit.start(seed, rows), kit.condition(rows), plan, generator=seeded_generator(seed))
 
     names = {"full": f"{model.process.name}_full", "reference": f"{model.process.name}_{steps}"}
-    return Method(names.get(family, f"{family}_{steps}"), family, run, steps)
+    return Method(names.get(family, f"{family}_{steps}"), family, run, steps * model.process.calls_per_step)
 
 
 def tuned_few_step(kit: Toolkit, steps: int) -> Method:

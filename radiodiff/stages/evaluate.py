@@ -41,7 +41,7 @@ from radiodiff.metrics import nmse, psnr, rmse, ssim, tx_response_ratio
 
 MIN_TX_RESPONSE = 0.8
 # The few-step samplers Flux must beat, the ones fine-tuned with the tail's extra training included.
-FEW_STEP_FAMILIES = ("ddim", "decoupled", "flow", "few_step_tuned")
+FEW_STEP_FAMILIES = ("ddim", "decoupled", "flow", "flow_heun", "few_step_tuned")
 METRICS = ("nmse", "rmse", "ssim", "psnr", "tx_response")
 
 
@@ -69,7 +69,13 @@ def sampler_methods(kit: Toolkit, cfg: EvaluateConfig, *, reference: bool = True
     methods = [full] if full is not None else []
     if reference:
         methods.append(from_noise(kit, model, cfg.reference_steps, family="reference"))
-    return methods + [from_noise(kit, model, n, family=model.process.name) for n in cfg.ddim_steps]
+    methods += [from_noise(kit, model, n, family=model.process.name) for n in cfg.ddim_steps]
+    second = model.process.second_order()
+    if second is not None:  # the same model through a two-call sampler (flow: Heun), `{name}_heun_{steps}`
+        heun = model.with_process(second)
+        methods += [from_noise(kit, heun, n, family=f"{model.process.name}_{second.spec()['sampler']}")
+                    for n in cfg.ddim_steps]
+    return methods
 
 
 def flux_methods(kit: Toolkit, cfg: EvaluateConfig, *, variants: bool = True) -> list[Method]:
