@@ -14,10 +14,11 @@ and the change of the mean NMSE against the control. The baseline row is the run
 - control: params as they are;
 - energy: `loss_weighting: energy`, each map's loss weighted by 1 / its energy, as in the mean NMSE;
 - ema_fast / ema_slow: EMA decay 0.99 / 0.999 (params: 0.995);
-- lr_high: twice the peak learning rate;
-- wide: 1.5x the channels (48 vs 32) at the same steps, so it pays in time.
+- lr_high / lr_x4 / lr_x8: 2, 4 and 8 times the peak learning rate;
+- wide: 1.5x the channels (48 vs 32) at the same steps, so it pays in time;
+- kc / flow: the other objectives (their own samplers stand in for DDIM), to try a lever on them.
 
-Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
+A lever spelled `a+b` applies both (`lr_high+energy`). Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from radiodiff.config import LDMConfig, load_params
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.evaluation.distribution import map_energy, nmse_distribution
 from radiodiff.metrics import nmse
-from radiodiff.options import LossWeighting
+from radiodiff.options import LossWeighting, Prediction
 from radiodiff.stages.ldm import sample_metrics, train_ldm
 
 
@@ -45,15 +46,43 @@ def _ema(decay: float) -> Callable[[LDMConfig], LDMConfig]:
     return lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim, ema_decay=decay)))
 
 
+def _lr(factor: float) -> Callable[[LDMConfig], LDMConfig]:
+    return lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim,
+                                                                           lr=factor * cfg.train.optim.lr)))
+
+
 LEVERS: dict[str, Callable[[LDMConfig], LDMConfig]] = {
     "control": lambda cfg: cfg,
     "energy": lambda cfg: replace(cfg, loss_weighting=LossWeighting.ENERGY),
     "ema_fast": _ema(0.99),
     "ema_slow": _ema(0.999),
-    "lr_high": lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim,
-                                                                                lr=2 * cfg.train.optim.lr))),
+    "lr_high": _lr(2.0),
+    "lr_x4": _lr(4.0),
+    "lr_x8": _lr(8.0),
     "wide": lambda cfg: replace(cfg, unet=replace(cfg.unet, base_channels=cfg.unet.base_channels * 3 // 2)),
+    # the other objectives, to check a lever on them too (`kc+lr_x4`)
+    "kc": lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.KC)),
+    "flow": lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.FLOW)),
 }
+
+
+def compose(name: str) -> Callable[[LDMConfig], LDMConfig]:
+    """The lever `name`, or the levers of `a+b` applied in turn."""
+    parts = [LEVERS[part] for part in name.split("+")]
+
+    def apply(cfg: LDMConfig) -> LDMConfig:
+        for part in parts:
+            cfg = part(cfg)
+        return cfg
+
+    return apply
+
+
+def _lever_name(name: str) -> str:
+    unknown = [part for part in name.split("+") if part not in LEVERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown lever {', '.join(unknown)}; known: {', '.join(LEVERS)}")
+    return name
 
 
 def spread(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -78,17 +107,19 @@ def measure(name: str, cfg: LDMConfig, params, project: Path, work: Path) -> dic
 
 
 def print_table(rows: list[dict], baseline: dict | None) -> None:
+    """One line per lever; the 1- and 5-call columns are each objective's own sampler (DDIM for v)."""
     control = next((row for row in rows if row["lever"] == "control"), None)
-    print(f"{'lever':<10} {'train s':>8} {'step/s':>7} | {'DDIM-1 NMSE':>11} {'median':>7} {'p90':>7} {'dark':>7} "
-          f"{'Tx-resp':>7} {'vs ctrl':>8} | {'DDIM-5 NMSE':>11} {'vs ctrl':>8}")
+    width = max(10, *(len(row["lever"]) for row in rows))
+    print(f"{'lever':<{width}} {'train s':>8} {'step/s':>7} | {'1-call NMSE':>11} {'median':>7} {'p90':>7} "
+          f"{'dark':>7} {'Tx-resp':>7} {'vs ctrl':>8} | {'5-call NMSE':>11} {'vs ctrl':>8}")
     for row in rows:
         change = {steps: "" if control is None else f"{row[f'ddim{steps}_nmse'] / control[f'ddim{steps}_nmse'] - 1:+.1%}"
                   for steps in (1, 5)}
-        print(f"{row['lever']:<10} {row['train_s']:>8.0f} {row['steps_per_s']:>7.2f} | {row['ddim1_nmse']:>11.4f} "
+        print(f"{row['lever']:<{width}} {row['train_s']:>8.0f} {row['steps_per_s']:>7.2f} | {row['ddim1_nmse']:>11.4f} "
               f"{row['ddim1_median']:>7.4f} {row['ddim1_p90']:>7.4f} {row['ddim1_dark']:>7.4f} "
               f"{row['ddim1_tx_response']:>7.3f} {change[1]:>8} | {row['ddim5_nmse']:>11.4f} {change[5]:>8}")
     if baseline:
-        print(f"{'baseline':<10} {baseline['train_seconds']:>8.0f} {baseline['steps_per_s']:>7.2f} | "
+        print(f"{'baseline':<{width}} {baseline['train_seconds']:>8.0f} {baseline['steps_per_s']:>7.2f} | "
               f"{baseline['test_nmse']:>11.4f}   (the run's metrics/train_baseline.json, every test map)")
 
 
@@ -96,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", type=Path, default=Path("."), help="a project after a pipeline run")
     parser.add_argument("--params", type=Path, default=None, help="params file (default: the project's)")
-    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), type=_lever_name,
+                        help=f"levers to measure, each one of {', '.join(LEVERS)} or several joined by +")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     project = args.project.resolve()
@@ -110,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="levers-") as work:
         for name in args.levers:
             print(f"levers: training {name}", file=sys.stderr, flush=True)
-            rows.append(measure(name, LEVERS[name](params.ldm), params, project, Path(work)))
+            rows.append(measure(name, compose(name)(params.ldm), params, project, Path(work)))
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=2) + "\n")
     baseline_file = project / METRICS_DIR / "train_baseline.json"
