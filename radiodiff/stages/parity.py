@@ -105,7 +105,9 @@ def write_plan(plan_file: Path, plan: ParityPlan) -> None:
 
 
 def parity_metrics(plan: ParityPlan, train_seconds: float) -> dict[str, Any]:
-    """What the stage reports beside its own train_seconds: both costs and their ratio."""
-    return {"generative_train_seconds": plan.generative_seconds, "parity_steps": plan.total_steps,
-            "train_seconds_over_generative": train_seconds / plan.generative_seconds
-            if plan.generative_seconds > 0 else math.nan}
+    """What the stage reports beside its own train_seconds: both costs and, when the chain took
+    any time, their ratio."""
+    metrics: dict[str, Any] = {"generative_train_seconds": plan.generative_seconds, "parity_steps": plan.total_steps}
+    if plan.generative_seconds > 0:
+        metrics["train_seconds_over_generative"] = train_seconds / plan.generative_seconds
+    return metrics
