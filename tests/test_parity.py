@@ -27,6 +27,31 @@ def test_a_longer_run_keeps_as_many_validations_and_checkpoints():
     assert longer.optim == LOOP.optim
 
 
+def test_the_rate_is_the_steady_one_not_the_first_steps():
+    """A slow first step (allocation, a loader starting) would lower the rate and plan too few
+    steps: the probe times only the steps after its warm-up."""
+    import time
+
+    import torch
+    from torch.nn import functional as F
+
+    from radiodiff.stages.parity import measure_steps_per_second
+    from radiodiff.training.batching import loader_factory
+
+    data = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+
+    def loss_fn(model, batch, step, generator):
+        time.sleep(3.0 if step == 0 else 0.01)
+        return F.mse_loss(model(batch[0]), batch[1]), {}
+
+    model = torch.nn.Linear(4, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    rate = measure_steps_per_second(model, loss_fn, loader_factory(data, batch_size=8, seed=0), LOOP)
+    # steady: ~1 / 0.01 s; with the first step counted: 50 steps / (3 s + 0.5 s) = 14
+    assert 25 < rate < 100
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # trained a copy
+
+
 def test_the_generative_time_sums_its_stages_and_names_the_one_missing(tmp_path):
     for seconds, stage in zip((59.5, 120.0, 20.5), GENERATIVE_STAGES):
         (tmp_path / f"{stage}.json").write_text(json.dumps({"train_seconds": seconds, "test_nmse": 0.1}))

@@ -30,7 +30,8 @@ from radiodiff.training.loop import train_loop
 # The stages whose training is the generative model's cost: the latent space, the denoiser,
 # and the tail fine-tuning the served sampler uses.
 GENERATIVE_STAGES = ("train_vae", "train_ldm", "tune_tail")
-CALIBRATION_STEPS = 30  # short enough to cost seconds, long enough to average out the first steps
+CALIBRATION_WARMUP = 10  # steps run before the clock starts
+CALIBRATION_STEPS = 40  # steps timed: seconds of work, enough to average a noisy machine
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,21 @@ def plan_steps(generative_seconds: float, steps_per_s: float, configured: int) -
 
 
 def measure_steps_per_second(model: nn.Module, loss_fn: Callable, batches: Callable, loop: LoopConfig,
-                             steps: int = CALIBRATION_STEPS) -> float:
-    """Optimizer steps per second of `loss_fn` on a copy of `model` (the model is untouched):
-    the same loop, batches and precision, without validation or checkpoints."""
-    optim = replace(loop.optim, warmup_steps=0)
-    probe = replace(loop, total_steps=steps, log_every=steps, val_every=steps, checkpoint_every=steps, optim=optim)
-    started = time.perf_counter()
-    result = train_loop(model=copy.deepcopy(model), loss_fn=loss_fn, batches=batches, config=probe,
-                        log=lambda metrics, step: None, progress=False, name="parity calibration")
-    # The whole call, setup included: a slower estimate gives more steps, the safe side of "at least".
-    return result.step / (time.perf_counter() - started)
+                             steps: int = CALIBRATION_STEPS, warmup: int = CALIBRATION_WARMUP) -> float:
+    """Steady optimizer steps per second of `loss_fn` on a copy of `model` (the model is
+    untouched): the same loop, batches and precision, without validation or checkpoints, timed
+    from step `warmup` to step `warmup + steps`. The first steps (allocations, the loader's
+    start) are left out: counted in, they lower the rate and so plan too few steps."""
+    total = warmup + steps
+    probe = replace(loop, total_steps=total, log_every=1, val_every=total, checkpoint_every=total,
+                    optim=replace(loop.optim, warmup_steps=0))
+    stamps: dict[int, float] = {}
+    train_loop(model=copy.deepcopy(model), loss_fn=loss_fn, batches=batches, config=probe,
+               log=lambda metrics, step: stamps.setdefault(step, time.perf_counter()), progress=False,
+               name="parity calibration")
+    if total not in stamps:  # a DDP rank other than 0 logs nothing: rank 0's rate is the one used
+        return math.nan
+    return steps / (stamps[total] - stamps[warmup])
 
 
 def stretched(loop: LoopConfig, total_steps: int) -> LoopConfig:
