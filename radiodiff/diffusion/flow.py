@@ -80,7 +80,8 @@ class FlowMatchingProcess(ContinuousTime):
     t / T, so a t_mid of 600 is t = 0.6 here as for kc.
 
     `sampler`: Euler (one call per step) or Heun (two: `step` is the Euler predictor, and the
-    sampling loop hands the network's velocity at its result to `correct`).
+    sampling loop hands the network's velocity at its result to `correct`, on every step but
+    the last, into t = 0, where the velocity net's answer is -x0, not the path's velocity).
     """
 
     num_train_steps: int = 1000

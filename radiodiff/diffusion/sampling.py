@@ -104,7 +104,10 @@ def sample_loop_progressive(
     stop_index = k hands back the latent at times[k]. x_start [B, ...] is the latent at
     times[start_index]; denoise_fn(x_t, process.model_time(t, x_t)) returns the raw network
     output. A process with two calls per step has its predictor's result corrected with the
-    network's output there (`process.correct`). The loop holds no state besides x and the
+    network's output there (`process.correct`), except on a step into the clean end: there the
+    network's output is not the path's (at t = 0 the noise is unknowable, so a velocity net
+    answers -x0), and the predictor's result stands, as in EDM's Heun sampler (calls:
+    `network_calls`). The loop holds no state besides x and the
     generator, so [0, k) then [k, N) with the same generator equals [0, N) bit for bit. Runs
     without autograd.
     """
@@ -120,11 +123,17 @@ def sample_loop_progressive(
         with torch.no_grad():
             model_output = denoise_fn(x, process.model_time(t, x))
             output = process.step(model_output, t, t_prev, x, generator=generator)
-            if process.calls_per_step == 2:
+            if process.calls_per_step == 2 and t_prev != process.end_time:
                 next_output = denoise_fn(output.prev_sample, process.model_time(t_prev, x))
                 output = process.correct(model_output, next_output, t, t_prev, x)
         x = output.prev_sample
         yield output
+
+
+def network_calls(process: DiffusionProcess, steps: int) -> int:
+    """Network evaluations of `steps` steps of `process` that end at its clean end: one a step,
+    or for a two-call process two a step but one on the last (see `sample_loop_progressive`)."""
+    return steps if process.calls_per_step == 1 else 2 * steps - 1
 
 
 def sample_loop(

@@ -17,6 +17,7 @@ from radiodiff.artifacts.keys import bank_key
 from radiodiff.bank import MidpointBank, layout_embedding
 from radiodiff.config import FluxConfig
 from radiodiff.data.conditions import TxEncoding, encode_condition
+from radiodiff.diffusion.sampling import network_calls
 from radiodiff.flux import (
     FluxPlan, flux_plan, full_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions,
 )
@@ -104,7 +105,7 @@ def from_noise(kit: Toolkit, model: LatentDiffusion, steps: int, *, family: str)
         return stage2_decode(model, kit.start(seed, rows), kit.condition(rows), plan, generator=seeded_generator(seed))
 
     names = {"full": f"{model.process.name}_full", "reference": f"{model.process.name}_{steps}"}
-    return Method(names.get(family, f"{family}_{steps}"), family, run, steps * model.process.calls_per_step)
+    return Method(names.get(family, f"{family}_{steps}"), family, run, network_calls(model.process, steps))
 
 
 def tuned_few_step(kit: Toolkit, steps: int) -> Method:

@@ -71,10 +71,10 @@ def sampler_methods(kit: Toolkit, cfg: EvaluateConfig, *, reference: bool = True
         methods.append(from_noise(kit, model, cfg.reference_steps, family="reference"))
     methods += [from_noise(kit, model, n, family=model.process.name) for n in cfg.ddim_steps]
     second = model.process.second_order()
-    if second is not None:  # the same model through a two-call sampler (flow: Heun), `{name}_heun_{steps}`
-        heun = model.with_process(second)
+    if second is not None:  # the same model through a two-call sampler (flow: Heun), `{name}_heun_{steps}`;
+        heun = model.with_process(second)  # one step of it is the first-order step, so from two on
         methods += [from_noise(kit, heun, n, family=f"{model.process.name}_{second.spec()['sampler']}")
-                    for n in cfg.ddim_steps]
+                    for n in cfg.ddim_steps if n >= 2]
     return methods
 
 
