@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.pyplot as plt
 import pytest
 from conftest import CONDITION, DATA, LOOP
 
 from radiodiff.config import BaselineConfig
 from radiodiff.errors import UserError
 from radiodiff.stages import baseline as baseline_stage
-from radiodiff.stages.baseline import train_baseline
 from radiodiff.stages.parity import GENERATIVE_STAGES, generative_train_seconds, plan_steps, stretched
 
 
@@ -67,6 +67,12 @@ def test_the_generative_time_sums_its_stages_and_names_the_one_missing(tmp_path)
 def test_a_parity_run_trains_past_its_configured_steps_and_a_restart_keeps_the_plan(dataset, tmp_path, monkeypatch):
     cfg = BaselineConfig(base_channels=8, channel_mults=(1, 2), data=DATA, train=LOOP, compute_parity=True)
     common = {"dataset_dir": dataset / "data", "work_dir": tmp_path, "log": lambda m, s: None, "progress": False}
+
+    def train_baseline(*args, **kwargs):
+        result = baseline_stage.train_baseline(*args, **kwargs)
+        plt.close(result.figure)  # the stage hands its figure to the caller, which closes it
+        return result
+
     first = train_baseline(cfg, CONDITION, parity_seconds=1.0, **common).metrics
     # a tiny network runs far more than LOOP's 4 steps a second on any machine
     assert first["parity_steps"] > LOOP.total_steps and first["generative_train_seconds"] == 1.0
