@@ -14,11 +14,19 @@ from radiodiff.io import atomic_write_text
 
 
 def _commit() -> str:
+    """The checkout's commit, `-dirty` when a tracked file differs from it. The report itself
+    does not count: DVC removes a stage's outputs before it runs, so it always differs."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+
     try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10)
+        commit = git("describe", "--always")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){REPORT_FILE}")
     except OSError:
         return "unknown"
-    return done.stdout.strip() or "unknown (not a git checkout)"
+    if not commit:
+        return "unknown (not a git checkout)"
+    return f"{commit}-dirty" if changed else commit
 
 
 def main(argv: list[str] | None = None) -> int:
