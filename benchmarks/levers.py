@@ -4,11 +4,13 @@
                                           [--out levers.json]
 
 Run after a pipeline run (`make demo`): it reads that run's prepared data and trained VAE, then
-trains the denoiser of params' `ldm` section once per lever, each a change of that section, from
-the same seed and for the same steps, and samples every test map with DDIM at 1 and 5 steps
-(the one-call sampler is the family the served Flux tail belongs to). One row per lever: NMSE
-mean, median, p90 and over the darkest 10% of maps, Tx-response, training seconds and steps/s,
-and the change of the mean NMSE against the control. The baseline row is the run's own
+trains the denoiser of params' `ldm` section once per lever, each a change of that section or of
+the condition, from the same seed and for the same steps, and samples every test map with DDIM
+at 1 and 5 steps (the one-call sampler is the family the served Flux tail belongs to). One row
+per lever: NMSE mean, median, p90 and over the darkest 10% of maps, Tx-response, training
+seconds and steps/s, and the change of the mean NMSE against the control; then, on the test
+split's traffic pairs (same Tx with and without the layout's cars), the one-call sampler's
+car-response and NMSE with the cars. The baseline row is the run's own
 `metrics/train_baseline.json`, for scale. Levers (`LEVERS`):
 
 - control: params as they are;
@@ -16,7 +18,8 @@ and the change of the mean NMSE against the control. The baseline row is the run
 - ema_fast / ema_slow: EMA decay 0.99 / 0.999 (params: 0.995);
 - lr_high / lr_x4 / lr_x8: 2, 4 and 8 times the peak learning rate;
 - wide: 1.5x the channels (48 vs 32) at the same steps, so it pays in time;
-- kc / flow: the other objectives (their own samplers stand in for DDIM), to try a lever on them.
+- kc / flow: the other objectives (their own samplers stand in for DDIM), to try a lever on them;
+- no_car_shadow: the condition without its car-shadow channel (the Tx-to-pixel car crossing).
 
 A lever spelled `a+b` applies both (`lr_high+energy`). Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
 """
@@ -34,46 +37,63 @@ from pathlib import Path
 import torch
 
 from radiodiff.artifacts.layout import DATASET_DIR, METRICS_DIR, MODELS
-from radiodiff.config import LDMConfig, load_params
+from radiodiff.config import LDMConfig, Params, load_params
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.evaluation.distribution import map_energy, nmse_distribution
-from radiodiff.metrics import nmse
-from radiodiff.options import LossWeighting, Prediction
+from radiodiff.evaluation.scenarios import select_traffic
+from radiodiff.generation import generate
+from radiodiff.metrics import car_response_ratio, nmse
+from radiodiff.options import LossWeighting, Prediction, TxEncoding
 from radiodiff.stages.ldm import sample_metrics, train_ldm
+from radiodiff.training.rng import seeded_generator
+
+Lever = Callable[[Params], Params]
 
 
-def _ema(decay: float) -> Callable[[LDMConfig], LDMConfig]:
-    return lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim, ema_decay=decay)))
+def _on_ldm(change: Callable[[LDMConfig], LDMConfig]) -> Lever:
+    return lambda params: replace(params, ldm=change(params.ldm))
 
 
-def _lr(factor: float) -> Callable[[LDMConfig], LDMConfig]:
-    return lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim,
-                                                                           lr=factor * cfg.train.optim.lr)))
+def _ema(decay: float) -> Lever:
+    return _on_ldm(lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim, ema_decay=decay))))
 
 
-LEVERS: dict[str, Callable[[LDMConfig], LDMConfig]] = {
-    "control": lambda cfg: cfg,
-    "energy": lambda cfg: replace(cfg, loss_weighting=LossWeighting.ENERGY),
+def _lr(factor: float) -> Lever:
+    return _on_ldm(lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim,
+                                                                                   lr=factor * cfg.train.optim.lr))))
+
+
+def _without_encoding(encoding: TxEncoding) -> Lever:
+    def apply(params: Params) -> Params:
+        kept = tuple(e for e in params.condition.encodings if e is not encoding)
+        return replace(params, condition=replace(params.condition, encodings=kept))
+    return apply
+
+
+LEVERS: dict[str, Lever] = {
+    "control": lambda params: params,
+    "energy": _on_ldm(lambda cfg: replace(cfg, loss_weighting=LossWeighting.ENERGY)),
     "ema_fast": _ema(0.99),
     "ema_slow": _ema(0.999),
     "lr_high": _lr(2.0),
     "lr_x4": _lr(4.0),
     "lr_x8": _lr(8.0),
-    "wide": lambda cfg: replace(cfg, unet=replace(cfg.unet, base_channels=cfg.unet.base_channels * 3 // 2)),
+    "wide": _on_ldm(lambda cfg: replace(cfg, unet=replace(cfg.unet, base_channels=cfg.unet.base_channels * 3 // 2))),
     # the other objectives, to check a lever on them too (`kc+lr_x4`)
-    "kc": lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.KC)),
-    "flow": lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.FLOW)),
+    "kc": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.KC))),
+    "flow": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.FLOW))),
+    "no_car_shadow": _without_encoding(TxEncoding.CAR_SHADOW),
 }
 
 
-def compose(name: str) -> Callable[[LDMConfig], LDMConfig]:
+def compose(name: str) -> Lever:
     """The lever `name`, or the levers of `a+b` applied in turn."""
     parts = [LEVERS[part] for part in name.split("+")]
 
-    def apply(cfg: LDMConfig) -> LDMConfig:
+    def apply(params: Params) -> Params:
         for part in parts:
-            cfg = part(cfg)
-        return cfg
+            params = part(params)
+        return params
 
     return apply
 
@@ -93,8 +113,8 @@ def spread(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
             "dark": shape["nmse_dark"]}
 
 
-def measure(name: str, cfg: LDMConfig, params, project: Path, work: Path) -> dict[str, float | str]:
-    result = train_ldm(cfg, params.condition, dataset_dir=project / DATASET_DIR,
+def measure(name: str, params: Params, project: Path, work: Path) -> dict[str, float | str]:
+    result = train_ldm(params.ldm, params.condition, dataset_dir=project / DATASET_DIR,
                        vae_path=project / MODELS.vae, work_dir=work, log=lambda metrics, step: None, progress=True)
     test = RadioMapDataset(project / DATASET_DIR, "test", params.condition.encodings)
     row: dict[str, float | str] = {"lever": name, "train_s": result.metrics["train_seconds"],
@@ -103,7 +123,21 @@ def measure(name: str, cfg: LDMConfig, params, project: Path, work: Path) -> dic
         metrics, pred, target = sample_metrics(result.model, test, steps)
         row.update({f"ddim{steps}_{key}": value for key, value in spread(pred, target).items()})
         row[f"ddim{steps}_tx_response"] = metrics["tx_response"]
+    row.update(traffic_row(result.model, test))
     return row
+
+
+def traffic_row(model, test: RadioMapDataset) -> dict[str, float]:
+    """One-call car-response and NMSE with the cars over every traffic pair of the test split
+    (NaN for both where the data has none: `prepare.dynamic` 0)."""
+    pairs = select_traffic(test, test.index["map_id"].unique().tolist(), per_scene=len(test))
+    if pairs is None:
+        return {"car_response": float("nan"), "traffic_nmse": float("nan")}
+    with torch.no_grad():
+        pred = generate(model, pairs.cond.to(model.device), steps=1, generator=seeded_generator(0)).cpu()
+    half = len(pred) // 2
+    return {"car_response": car_response_ratio(pred[half:], pred[:half], pairs.gain[half:], pairs.gain[:half]),
+            "traffic_nmse": float(nmse(pred[half:], pairs.gain[half:]).mean())}
 
 
 def print_table(rows: list[dict], baseline: dict | None) -> None:
@@ -111,13 +145,15 @@ def print_table(rows: list[dict], baseline: dict | None) -> None:
     control = next((row for row in rows if row["lever"] == "control"), None)
     width = max(10, *(len(row["lever"]) for row in rows))
     print(f"{'lever':<{width}} {'train s':>8} {'step/s':>7} | {'1-call NMSE':>11} {'median':>7} {'p90':>7} "
-          f"{'dark':>7} {'Tx-resp':>7} {'vs ctrl':>8} | {'5-call NMSE':>11} {'vs ctrl':>8}")
+          f"{'dark':>7} {'Tx-resp':>7} {'vs ctrl':>8} | {'5-call NMSE':>11} {'vs ctrl':>8} | "
+          f"{'car-resp':>8} {'cars NMSE':>9}")
     for row in rows:
         change = {steps: "" if control is None else f"{row[f'ddim{steps}_nmse'] / control[f'ddim{steps}_nmse'] - 1:+.1%}"
                   for steps in (1, 5)}
         print(f"{row['lever']:<{width}} {row['train_s']:>8.0f} {row['steps_per_s']:>7.2f} | {row['ddim1_nmse']:>11.4f} "
               f"{row['ddim1_median']:>7.4f} {row['ddim1_p90']:>7.4f} {row['ddim1_dark']:>7.4f} "
-              f"{row['ddim1_tx_response']:>7.3f} {change[1]:>8} | {row['ddim5_nmse']:>11.4f} {change[5]:>8}")
+              f"{row['ddim1_tx_response']:>7.3f} {change[1]:>8} | {row['ddim5_nmse']:>11.4f} {change[5]:>8} | "
+              f"{row.get('car_response', float('nan')):>8.3f} {row.get('traffic_nmse', float('nan')):>9.4f}")
     if baseline:
         print(f"{'baseline':<{width}} {baseline['train_seconds']:>8.0f} {baseline['steps_per_s']:>7.2f} | "
               f"{baseline['test_nmse']:>11.4f}   (the run's metrics/train_baseline.json, every test map)")
@@ -142,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="levers-") as work:
         for name in args.levers:
             print(f"levers: training {name}", file=sys.stderr, flush=True)
-            rows.append(measure(name, compose(name)(params.ldm), params, project, Path(work)))
+            rows.append(measure(name, compose(name)(params), project, Path(work)))
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=2) + "\n")
     baseline_file = project / METRICS_DIR / "train_baseline.json"

@@ -88,7 +88,8 @@ class ConditionConfig:
     Read by train_ldm and train_baseline alike, so the two models see the same inputs.
     """
 
-    encodings: tuple[TxEncoding, ...] = (TxEncoding.LOG_DISTANCE, TxEncoding.LOS, TxEncoding.LOS_LOG_DISTANCE)
+    encodings: tuple[TxEncoding, ...] = (TxEncoding.LOG_DISTANCE, TxEncoding.LOS, TxEncoding.LOS_LOG_DISTANCE,
+                                         TxEncoding.CAR_SHADOW)
 
     @property
     def channels(self) -> int:

@@ -26,6 +26,7 @@ class TxEncoding(enum.Enum):
     BLOB = "blob"  # exp(-d^2 / 2 sigma^2)
     LOS = "los"  # 1 where the straight segment from the Tx crosses no building
     LOS_LOG_DISTANCE = "los_log_distance"  # LOS x LOG_DISTANCE
+    CAR_SHADOW = "car_shadow"  # car crossed on the straight segment from the Tx (0 without cars)
 
 
 class ReconKind(enum.Enum):

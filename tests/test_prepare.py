@@ -166,14 +166,19 @@ def test_assemble_streams_shards_into_the_split_files(tmp_path):
 
 def test_traffic_samples_differ_from_their_static_twin_only_in_the_cars(dataset):
     """The shared tiny dataset has `dynamic` 0.5: two of each map's four Tx come twice, once
-    with the map's cars. A pair shares map, Tx, line of sight and buildings; only the cars
-    channel and the gain differ, and the static sample sees no cars."""
+    with the map's cars. A pair shares map, Tx, line of sight and buildings; only the channels
+    of the cars (their mask and the shadow cast from the Tx) and the gain differ, and the static
+    sample sees no cars."""
     from radiodiff.config import ConditionConfig
+    from radiodiff.data.conditions import channel_names
     from radiodiff.data.dataset import RadioMapDataset
     from radiodiff.evaluation.scenarios import traffic_rows
     from tests.conftest import TINY_DATA
 
     encodings = ConditionConfig().encodings
+    names = channel_names(encodings)
+    of_cars = [names.index("cars"), names.index("car_shadow")]
+    other = [c for c in range(len(names)) if c not in of_cars]
     for split in ("train", "test"):
         data = RadioMapDataset(dataset / "data", split, encodings)
         layouts = data.index["map_id"].unique().tolist()
@@ -184,9 +189,9 @@ def test_traffic_samples_differ_from_their_static_twin_only_in_the_cars(dataset)
             assert not static["cars"] and cars["cars"]
             assert (static["map_id"], static["tx_id"]) == (cars["map_id"], cars["tx_id"])
             assert torch.equal(static["tx"], cars["tx"])
-            other = [c for c in range(static["cond"].shape[0]) if c != 2]  # every channel but the cars
             assert torch.equal(static["cond"][other], cars["cond"][other])
-            assert static["cond"][2].eq(0).all() and cars["cond"][2].gt(0).any()
+            assert static["cond"][of_cars].eq(0).all()
+            assert all(cars["cond"][c].gt(0).any() for c in of_cars)
             assert not torch.equal(static["gain"], cars["gain"])  # the cars shadow some pixels
 
 

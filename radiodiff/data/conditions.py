@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from radiodiff.data.geometry import MAP_SIZE
 from radiodiff.options import TxEncoding
 
 BASE_CHANNELS = ("buildings", "tx", "cars")
 BLOB_SIGMA_PX = 2.0  # width of the Gaussian Tx blob, in pixels
+MAP_SIDE_M = float(MAP_SIZE)  # a RadioMapSeer layout spans 256 m at 1 m per pixel
+# The car shadow saturates as 1 - exp(-metres / this): one car crossed lengthwise (4-5 m)
+# reads about 0.6, two cars about 0.9, where every path model caps a leg's car loss.
+CAR_SHADOW_SCALE_M = 5.0
+_SHADOW_ROW_BLOCK = 16  # rows per pass, so a 256 x 256 grid needs tens of MB, not a GB
 
 
 def channel_names(encodings: tuple[TxEncoding, ...]) -> tuple[str, ...]:
@@ -45,6 +51,35 @@ def line_of_sight(buildings: np.ndarray, tx_row: int, tx_col: int) -> np.ndarray
     # A sample that rounds onto the end pixel itself is not an obstacle on the way there.
     hit &= (sample_rows != rows) | (sample_cols != cols)
     return ~hit.any(axis=0)
+
+
+def car_shadow(cars: np.ndarray, tx_row: int, tx_col: int) -> np.ndarray:
+    """`[H, W]` float32 in [0, 1): 1 - exp(-m / CAR_SHADOW_SCALE_M), m the metres of car on the
+    straight segment from the Tx to each pixel (`cars` `[H, W]`: coverage in [0, 1] per pixel;
+    the grid spans `MAP_SIDE_M`, so the field means the same at every resolution).
+
+    The segment is sampled once per pixel step along its longer axis (nearest pixel), the end
+    pixel left out as in `line_of_sight`: a car parked on a pixel does not shade that pixel's
+    own path. All zero when there are no cars, without sampling.
+    """
+    height, width = cars.shape
+    shadow = np.zeros((height, width), np.float32)
+    if not np.any(cars):
+        return shadow
+    coverage = np.asarray(cars, np.float32)
+    samples = max(height, width)
+    fractions = (np.arange(1, samples, dtype=np.float32) / samples)[:, None, None]
+    metres_per_pixel = MAP_SIDE_M / max(height, width)
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    for start in range(0, height, _SHADOW_ROW_BLOCK):
+        rows = np.arange(start, min(start + _SHADOW_ROW_BLOCK, height), dtype=np.float32)[:, None]
+        sample_rows = np.rint(tx_row + fractions * (rows - tx_row)).astype(np.intp)
+        sample_cols = np.rint(tx_col + fractions * (cols - tx_col)).astype(np.intp)
+        crossed = coverage[sample_rows, sample_cols]
+        crossed *= (sample_rows != rows.astype(np.intp)) | (sample_cols != cols.astype(np.intp))
+        step_m = np.hypot(rows - tx_row, cols - tx_col) * metres_per_pixel / samples
+        shadow[start:start + len(rows)] = crossed.sum(axis=0) * step_m
+    return (1.0 - np.exp(-shadow / CAR_SHADOW_SCALE_M)).astype(np.float32)
 
 
 def encode_condition(
@@ -78,6 +113,8 @@ def encode_condition(
             channels.append(los)
         elif encoding is TxEncoding.LOS_LOG_DISTANCE:
             channels.append(los * log_distance)
+        elif encoding is TxEncoding.CAR_SHADOW:
+            channels.append(car_shadow(cars, tx_row, tx_col))
     return np.stack(channels).astype(np.float32)
 
 
