@@ -8,8 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # the protocol module imports this one
+    from radiodiff.diffusion.process import DiffusionProcess
 
 TIME_EMBEDDING_SCALE = 1000.0  # t in (0, 1] times this spans the same range as discrete steps
 
@@ -51,7 +55,7 @@ class ContinuousTime:
     time_embedding_scale = TIME_EMBEDDING_SCALE
     calls_per_step = 1
 
-    def second_order(self):
+    def second_order(self) -> DiffusionProcess | None:
         """No second-order variant (flow matching overrides it)."""
         return None
 
