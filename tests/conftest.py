@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,12 @@ from radiodiff.training.config import LoopConfig, OptimConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 apply_offline_defaults()
+
+
+def run_git(cwd: Path, *args: str) -> None:
+    """`git *args` in `cwd` under a throwaway identity (a test's own repository)."""
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
 
 
 @pytest.fixture
@@ -48,6 +55,17 @@ def one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close every matplotlib figure a test leaves open: stage entry points draw their figures
+    and hand them to the tracker, and a test that does not look at them should not pile them up."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:  # only where the test drew: importing pyplot costs
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 # A tiny real dataset (two of each map's four Tx also with cars) and toy models trained for a

@@ -33,21 +33,16 @@ def test_the_report_quotes_the_metrics_and_tables_it_is_given(tmp_path):
 
 def test_the_report_names_its_commit_dirty_only_for_a_change_besides_itself(tmp_path, monkeypatch):
     """DVC removes the report before its stage runs, so a clean checkout must not read dirty."""
-    import subprocess
-
     from pipelines.report import _commit
     from radiodiff.artifacts.layout import REPORT_FILE
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+    from tests.conftest import run_git
 
     (tmp_path / REPORT_FILE).parent.mkdir(parents=True)
     (tmp_path / REPORT_FILE).write_text("old report\n")
     (tmp_path / "params.yaml").write_text("a: 1\n")
-    git("init", "-q")
-    git("add", ".")
-    git("commit", "-q", "-m", "one")
+    run_git(tmp_path, "init", "-q")
+    run_git(tmp_path, "add", ".")
+    run_git(tmp_path, "commit", "-q", "-m", "one")
     monkeypatch.chdir(tmp_path)
     (tmp_path / REPORT_FILE).unlink()  # as DVC leaves it for the stage
     clean = _commit()

@@ -24,7 +24,7 @@ from radiodiff.tuning.overrides import apply_overrides, lookup
 from radiodiff.tuning.space import check_space, trial_config
 from radiodiff.tuning.study import run_tuning
 from radiodiff.tuning.tracker import COMPLETE, PRUNED
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_git
 from tests.test_pipeline import _copy_project, _dvc
 
 TINY = REPO_ROOT / "tests" / "tiny_params.yaml"
@@ -218,21 +218,16 @@ def test_params_read_floats_the_way_dvc_writes_them(tmp_path):
     assert load_params(tmp_path / "params.yaml").ldm.condition_dropout == 0.1
 
 
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
-                   capture_output=True)
-
-
 @pytest.mark.slow
 def test_dvc_exp_run_takes_the_best_params_file_and_the_remote_round_trips(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     _copy_project(repo)  # the tiny profile as params.yaml: it leaves ldm.train.optim to the defaults
-    _git(repo, "init", "-q")
+    run_git(repo, "init", "-q")
     assert _dvc(repo, "init", "-q").returncode == 0
     shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # the default remote
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "project")
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-qm", "project")
     best = {"ldm.train.optim.lr": 2.5e-05, "ldm.condition_dropout": 0.3125, "ldm.unet.attention": "window"}
     yaml_path, args_path = write_best(repo / "tune", study="s", storage=repo / "tune" / "s.db", metric="nmse",
                                       trial=0, value=0.5, params=best)
@@ -250,11 +245,11 @@ def test_dvc_exp_run_takes_the_best_params_file_and_the_remote_round_trips(tmp_p
 
     # The default remote (../radiodiff-dvc-remote beside the work tree) carries data to a clone.
     assert _dvc(repo, "add", str(yaml_path.relative_to(repo))).returncode == 0
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "best params")
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-qm", "best params")
     pushed = _dvc(repo, "push")
     assert pushed.returncode == 0 and (tmp_path / "radiodiff-dvc-remote").is_dir(), pushed.stderr[-2000:]
-    _git(tmp_path, "clone", "-q", str(repo), "clone")
+    run_git(tmp_path, "clone", "-q", str(repo), "clone")
     pulled = _dvc(tmp_path / "clone", "pull", "tune/best_params.yaml.dvc")
     assert pulled.returncode == 0, pulled.stderr[-2000:]
     assert (tmp_path / "clone" / "tune" / "best_params.yaml").read_text() == yaml_path.read_text()
