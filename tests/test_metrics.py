@@ -93,3 +93,28 @@ def test_traffic_scores_read_the_second_half_against_the_first():
     assert truth["tx_response"] == pytest.approx(1.0)
     blind = traffic_scores(torch.cat([static, static]), maps)
     assert blind["car_response"] == 0 and blind["nmse"] > 0
+
+
+def test_the_autoencoder_ceiling_is_one_for_a_lossless_code_and_zero_for_one_that_drops_the_cars():
+    from radiodiff.evaluation.methods import MapSet
+    from radiodiff.evaluation.scenarios import autoencoder_car_response
+
+    class Code:
+        """encode/decode of `LatentDiffusion`: the gain itself as the latent, or the first map always."""
+
+        device = torch.device("cpu")
+
+        def __init__(self, lossless: bool):
+            self.lossless = lossless
+
+        def encode(self, gain):
+            return gain.clone() if self.lossless else gain[:1].expand_as(gain).clone()
+
+        def decode(self, latent, buildings):
+            return latent * (1 - buildings[:, None])
+
+    generator = torch.Generator().manual_seed(4)
+    static = torch.rand(2, 1, 16, 16, generator=generator)
+    maps = MapSet(torch.zeros(4, 4, 16, 16), torch.cat([static, static * 0.5]), (0, 0, 1, 1))
+    assert autoencoder_car_response(Code(lossless=True), maps) == pytest.approx(1.0)
+    assert autoencoder_car_response(Code(lossless=False), maps) == 0.0

@@ -41,8 +41,10 @@ HEADLINE = (("flux_nmse", "served Flux NMSE"), ("flux_ssim", "served Flux SSIM")
             ("full_nmse", "full trajectory NMSE"), ("baseline_nmse", "supervised baseline NMSE"),
             ("flux_over_baseline_nmse", "served Flux NMSE over the baseline's"),
             ("flux_vs_tuned_same_calls_nmse_change", "Flux vs the tuned one-step sampler at equal calls, NMSE change"),
-            ("traffic_flux_nmse", "traffic: served Flux NMSE"), ("traffic_t100_car_response",
-                                                                 "traffic: T = 100 reference car-response"),
+            ("traffic_flux_nmse", "traffic: served Flux NMSE"),
+            ("traffic_flux_car_response", "traffic: served Flux car-response"),
+            ("traffic_t100_car_response", "traffic: T = 100 reference car-response"),
+            ("traffic_vae_car_response", "traffic: car-response of the VAE's reconstruction (any latent method's ceiling)"),
             ("flux_counts", "Flux counts (reference follows Tx >= 0.8 and cars >= 0.5)"),
             ("flux_meets_claim", "meets the paper's claim (>= 50x, <= 2% NMSE loss)"))
 METHOD_COLUMNS = (("method", "method"), ("unet_calls_per_map", "calls"), ("nmse", "NMSE"), ("nmse_median", "median"),

@@ -25,6 +25,7 @@ import torch
 
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.evaluation.methods import MapSet, Method, Toolkit, control, flux_hit, from_noise, supervised
+from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import car_response_ratio, nmse, psnr, rmse, ssim, tx_response_ratio
 
 SCENARIOS = ("tx_moved", "traffic", "new_layout")
@@ -90,6 +91,16 @@ def traffic_scores(pred: torch.Tensor, maps: MapSet) -> dict[str, float]:
             "ssim": float(ssim(pred_cars, target).mean()), "psnr": float(psnr(pred_cars, target).mean()),
             "tx_response": tx_response,
             "car_response": car_response_ratio(pred_cars, pred[:pairs], target, maps.gain[:pairs])}
+
+
+def autoencoder_car_response(model: LatentDiffusion, maps: MapSet) -> float:
+    """The car-response of the autoencoder's own reconstruction of the truth, on a
+    `select_traffic` set: the most that a method decoding a latent can reach, since its cars
+    must pass the same encoder-decoder bottleneck."""
+    with torch.no_grad():
+        recon = model.decode(model.encode(maps.gain.to(model.device)), maps.cond[:, 0].to(model.device)).cpu()
+    pairs = len(maps.maps) // 2
+    return car_response_ratio(recon[pairs:], recon[:pairs], maps.gain[pairs:], maps.gain[:pairs])
 
 
 def traffic_methods(kit: Toolkit, reference_steps: int, few_steps: Sequence[int], tail_steps: int, baseline,

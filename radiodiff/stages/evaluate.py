@@ -32,7 +32,7 @@ from radiodiff.evaluation.methods import (
     MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised, tuned_few_step,
 )
 from radiodiff.evaluation.scenarios import (
-    MIN_CAR_RESPONSE, chosen_layouts, load_rows, nearest_distances, new_layout_summary, reuse_columns,
+    MIN_CAR_RESPONSE, autoencoder_car_response, chosen_layouts, load_rows, nearest_distances, new_layout_summary, reuse_columns,
     static_rows, traffic_methods, traffic_scores,
 )
 from radiodiff.evaluation.stats import interval, relative_loss
@@ -434,6 +434,7 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     if traffic_table is not None:
         head |= traffic_headline(traffic_table, kit.flux)
         head["flux_counts"] = float(head["flux_counts"] == 1.0 and head["traffic_t100_car_response"] >= MIN_CAR_RESPONSE)
+        head["traffic_vae_car_response"] = autoencoder_car_response(kit.model, traffic)
     head["flux_meets_claim"] = meets_claim(head)
     head["device"] = device_name(kit.model.device)
     served = _served_name(table, kit.flux)
