@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from radiodiff.data.geometry import MAP_SIZE
+from radiodiff.config import SOURCE_MAP_SIZE
 from radiodiff.options import TxEncoding
 
 BASE_CHANNELS = ("buildings", "tx", "cars")
 BLOB_SIGMA_PX = 2.0  # width of the Gaussian Tx blob, in pixels
-MAP_SIDE_M = float(MAP_SIZE)  # a RadioMapSeer layout spans 256 m at 1 m per pixel
+MAP_SIDE_M = float(SOURCE_MAP_SIZE)  # a RadioMapSeer layout spans 256 m at 1 m per pixel
 # The car shadow saturates as 1 - exp(-metres / this): one car crossed lengthwise (4-5 m)
 # reads about 0.6, two cars about 0.9, where every path model caps a leg's car loss.
 CAR_SHADOW_SCALE_M = 5.0
