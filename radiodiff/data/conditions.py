@@ -20,7 +20,8 @@ BASE_CHANNELS = ("buildings", "tx", "cars")
 BLOB_SIGMA_PX = 2.0  # width of the Gaussian Tx blob, in pixels
 MAP_SIDE_M = float(SOURCE_MAP_SIZE)  # a RadioMapSeer layout spans 256 m at 1 m per pixel
 # The car shadow saturates as 1 - exp(-metres / this): one car crossed lengthwise (4-5 m)
-# reads about 0.6, two cars about 0.9, where every path model caps a leg's car loss.
+# reads about 0.6, two about 0.9. Car losses saturate too: past a few cars the wave goes over
+# their roofs rather than through them.
 CAR_SHADOW_SCALE_M = 5.0
 _SHADOW_ROW_BLOCK = 16  # rows per pass, so a 256 x 256 grid needs tens of MB, not a GB
 
