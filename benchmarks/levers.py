@@ -18,6 +18,7 @@ car-response and NMSE with the cars. The baseline row is the run's own
 - ema_fast / ema_slow: EMA decay 0.99 / 0.999 (params: 0.995);
 - lr_high / lr_x4 / lr_x8: 2, 4 and 8 times the peak learning rate;
 - wide: 1.5x the channels (48 vs 32) at the same steps, so it pays in time;
+- cond_wide: twice the condition encoder's channels, the path the car shadow takes into the UNet;
 - kc / flow: the other objectives (their own samplers stand in for DDIM), to try a lever on them;
 - no_car_shadow: the condition without its car-shadow channel (the Tx-to-pixel car crossing).
 
@@ -79,6 +80,7 @@ LEVERS: dict[str, Lever] = {
     "lr_x4": _lr(4.0),
     "lr_x8": _lr(8.0),
     "wide": _on_ldm(lambda cfg: replace(cfg, unet=replace(cfg.unet, base_channels=cfg.unet.base_channels * 3 // 2))),
+    "cond_wide": _on_ldm(lambda cfg: replace(cfg, unet=replace(cfg.unet, cond_base_channels=2 * cfg.unet.cond_base_channels))),
     # the other objectives, to check a lever on them too (`kc+lr_x4`)
     "kc": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.KC))),
     "flow": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.FLOW))),
