@@ -80,7 +80,8 @@ LEVERS: dict[str, Lever] = {
     "lr_x4": _lr(4.0),
     "lr_x8": _lr(8.0),
     "wide": _on_ldm(lambda cfg: replace(cfg, unet=replace(cfg.unet, base_channels=cfg.unet.base_channels * 3 // 2))),
-    "cond_wide": _on_ldm(lambda cfg: replace(cfg, unet=replace(cfg.unet, cond_base_channels=2 * cfg.unet.cond_base_channels))),
+    "cond_wide": _on_ldm(lambda cfg: replace(cfg, unet=replace(cfg.unet,
+                                                                cond_base_channels=2 * cfg.unet.cond_base_channels))),
     # the other objectives, to check a lever on them too (`kc+lr_x4`)
     "kc": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.KC))),
     "flow": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.FLOW))),

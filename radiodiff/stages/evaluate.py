@@ -32,8 +32,8 @@ from radiodiff.evaluation.methods import (
     MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised, tuned_few_step,
 )
 from radiodiff.evaluation.scenarios import (
-    MIN_CAR_RESPONSE, autoencoder_car_response, chosen_layouts, load_rows, nearest_distances, new_layout_summary, reuse_columns,
-    static_rows, traffic_methods, traffic_scores,
+    MIN_CAR_RESPONSE, autoencoder_car_response, chosen_layouts, load_rows, nearest_distances, new_layout_summary,
+    reuse_columns, static_rows, traffic_methods, traffic_scores,
 )
 from radiodiff.evaluation.stats import interval, relative_loss
 from radiodiff.evaluation.timing import time_interleaved
