@@ -157,7 +157,8 @@ class LDMConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     condition_dropout: float = 0.2  # zero the dynamic channels, so one net serves the static prefix
     # none: every map counts the same in the loss; energy: a map counts by 1 / mean(gain^2), as
-    # it does in the mean NMSE (radiodiff.diffusion.losses.energy_weights)
+    # it does in the mean NMSE (radiodiff.diffusion.losses.energy_weights); traffic: a map with
+    # cars counts 3x (losses.traffic_weights)
     loss_weighting: LossWeighting = LossWeighting.NONE
     sample_steps: int = 5  # DDIM steps for validation samples and figures
     data: DataLoaderConfig = field(default_factory=DataLoaderConfig)

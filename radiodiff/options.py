@@ -55,6 +55,7 @@ class LossWeighting(enum.Enum):
 
     NONE = "none"  # equally
     ENERGY = "energy"  # by 1 / its energy mean(gain^2), as in the mean NMSE
+    TRAFFIC = "traffic"  # a map with cars counts `losses.TRAFFIC_WEIGHT` times one without
 
 
 class ScheduleKind(enum.Enum):

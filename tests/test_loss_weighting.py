@@ -57,3 +57,30 @@ def test_the_denoiser_loss_weights_maps_by_energy_only_when_asked():
     assert loss(LossWeighting.ENERGY, batch) != loss(LossWeighting.NONE, batch)
     equal = {**batch, "gain": torch.full((2, 1, 8, 8), 0.5)}  # equal energies: weights of one
     torch.testing.assert_close(loss(LossWeighting.ENERGY, equal), loss(LossWeighting.NONE, equal))
+
+
+def test_traffic_weights_favour_the_maps_with_cars_and_keep_the_mean():
+    from radiodiff.diffusion.losses import TRAFFIC_WEIGHT, traffic_weights
+
+    weights = traffic_weights(torch.tensor([True, False, False, False]))
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[0] / weights[1] == pytest.approx(TRAFFIC_WEIGHT)
+    torch.testing.assert_close(traffic_weights(torch.tensor([False, False])), torch.ones(2))
+
+
+def test_the_denoiser_loss_weights_maps_with_cars_only_when_asked():
+    from radiodiff.options import LossWeighting
+    from radiodiff.stages.ldm import _loss_fn
+
+    process = make_process(DiffusionConfig(num_steps=100, prediction=Prediction.V))
+    unet = lambda x_t, t, cond: x_t * 0.5  # noqa: E731  (any function of its input)
+    batch = {"latent": torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)),
+             "cond": torch.ones(2, 2, 8, 8), "gain": torch.full((2, 1, 8, 8), 0.5), "cars": torch.tensor([True, False])}
+
+    def loss(weighting, batch):
+        fn = _loss_fn(process, 0.0, (False, True), weighting)
+        return fn(unet, batch, 0, torch.Generator().manual_seed(0))[0]
+
+    assert loss(LossWeighting.TRAFFIC, batch) != loss(LossWeighting.NONE, batch)
+    static = {**batch, "cars": torch.tensor([False, False])}
+    torch.testing.assert_close(loss(LossWeighting.TRAFFIC, static), loss(LossWeighting.NONE, static))

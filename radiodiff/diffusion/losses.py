@@ -57,6 +57,17 @@ def energy_weights(gain: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
     return inverse / inverse.mean()
 
 
+TRAFFIC_WEIGHT = 3.0  # a car map's weight over a static one's, before normalising
+
+
+def traffic_weights(has_cars: torch.Tensor, factor: float = TRAFFIC_WEIGHT) -> torch.Tensor:
+    """Per-map weights [B]: `factor` for a map with cars (`has_cars` [B] bool), 1 without,
+    normalised to mean 1 over the batch. The cars' effect is a small change on a fifth of the
+    training maps, so an unweighted loss barely asks the network for it."""
+    raw = 1.0 + (factor - 1.0) * has_cars.float()
+    return raw / raw.mean()
+
+
 def sample_timesteps(
     batch_size: int, schedule: NoiseSchedule, *, generator: torch.Generator, device: torch.device | str = "cpu"
 ) -> torch.Tensor:

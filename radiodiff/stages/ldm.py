@@ -14,7 +14,7 @@ from radiodiff.artifacts.vae import load_vae
 from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.dataset import RadioMapDataset
-from radiodiff.diffusion.losses import drop_condition_channels, energy_weights
+from radiodiff.diffusion.losses import drop_condition_channels, energy_weights, traffic_weights
 from radiodiff.devices import device_name, resolve_device
 from radiodiff.diffusion.process import DiffusionProcess, make_process
 from radiodiff.flux import static_condition
@@ -73,10 +73,19 @@ def _loss_fn(process: DiffusionProcess, condition_dropout: float, channel_mask: 
         noise = torch.randn(z0.shape, generator=generator, device=z0.device)
         cond = drop_condition_channels(cond, channel_mask, condition_dropout, generator)
         x_t = process.add_noise(z0, noise, t)
-        weight = energy_weights(batch["gain"]) if weighting is LossWeighting.ENERGY else None
+        weight = loss_weights(weighting, batch)
         return process.training_loss(unet(x_t, t, cond), x0=z0, noise=noise, t=t, x_t=x_t, weight=weight), {}
 
     return loss_fn
+
+
+def loss_weights(weighting: LossWeighting, batch: dict) -> torch.Tensor | None:
+    """The per-map loss weights [B] of a training batch under `weighting` (None: all equal)."""
+    if weighting is LossWeighting.ENERGY:
+        return energy_weights(batch["gain"])
+    if weighting is LossWeighting.TRAFFIC:
+        return traffic_weights(torch.as_tensor(batch["cars"], device=batch["gain"].device))
+    return None
 
 
 def sample_metrics(model: LatentDiffusion, dataset, steps: int, limit: int | None = None, *,
