@@ -42,9 +42,9 @@ from radiodiff.artifacts.layout import DATASET_DIR, METRICS_DIR, MODELS
 from radiodiff.config import LDMConfig, Params, load_params
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.evaluation.distribution import map_energy, nmse_distribution
-from radiodiff.evaluation.scenarios import select_traffic
+from radiodiff.evaluation.scenarios import select_traffic, traffic_scores
 from radiodiff.generation import generate
-from radiodiff.metrics import car_response_ratio, nmse
+from radiodiff.metrics import nmse
 from radiodiff.options import LossWeighting, Prediction, TxEncoding
 from radiodiff.stages.ldm import sample_metrics, train_ldm
 from radiodiff.training.rng import seeded_generator
@@ -140,9 +140,8 @@ def traffic_row(model, test: RadioMapDataset) -> dict[str, float]:
         return {"car_response": float("nan"), "traffic_nmse": float("nan")}
     with torch.no_grad():
         pred = generate(model, pairs.cond.to(model.device), steps=1, generator=seeded_generator(0)).cpu()
-    half = len(pred) // 2
-    return {"car_response": car_response_ratio(pred[half:], pred[:half], pairs.gain[half:], pairs.gain[:half]),
-            "traffic_nmse": float(nmse(pred[half:], pairs.gain[half:]).mean())}
+    scores = traffic_scores(pred, pairs)
+    return {"car_response": scores["car_response"], "traffic_nmse": scores["nmse"]}
 
 
 def print_table(rows: list[dict], baseline: dict | None) -> None:

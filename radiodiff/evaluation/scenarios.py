@@ -99,8 +99,7 @@ def autoencoder_car_response(model: LatentDiffusion, maps: MapSet) -> float:
     must pass the same encoder-decoder bottleneck."""
     with torch.no_grad():
         recon = model.decode(model.encode(maps.gain.to(model.device)), maps.cond[:, 0].to(model.device)).cpu()
-    pairs = len(maps.maps) // 2
-    return car_response_ratio(recon[pairs:], recon[:pairs], maps.gain[pairs:], maps.gain[:pairs])
+    return traffic_scores(recon, maps)["car_response"]
 
 
 def traffic_methods(kit: Toolkit, reference_steps: int, few_steps: Sequence[int], tail_steps: int, baseline,

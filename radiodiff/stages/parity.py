@@ -5,9 +5,10 @@ nothing, so `train_baseline` can size its run from what the generative chain act
 this machine: the training seconds that train_vae, train_ldm and tune_tail report (their
 `train_seconds`, resumed calls included). The baseline's own rate is measured on a throwaway
 copy of it for a few steps, and its `total_steps` becomes enough steps to last that long, with
-a margin for a machine whose speed drifts (never fewer than params ask). Step counts, not a clock, end the run, so the learning-rate schedule
-still ends where it should and a resumed run is exact; the plan is written next to the resume
-folders, so a restart trains to the same step count.
+a margin for a machine whose speed drifts (never fewer than params ask). Step counts, not a
+clock, end the run, so the learning-rate schedule still ends where it should and a resumed run
+is exact; the plan is written next to the resume folders, so a restart trains to the same step
+count.
 """
 
 from __future__ import annotations
