@@ -1,4 +1,5 @@
-"""Atomic file output: a reader never sees a half-written file."""
+"""Atomic file output: a reader never sees a half-written file, and a write of several files
+that belong together is not cut in two by Ctrl-C."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import contextlib
 import glob
 import hashlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -81,6 +84,29 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold `signums` back until the body is done, then deliver them to the handlers that were
+    in place: for a few files that are only consistent together (a bank part and the record
+    that lists it), where Ctrl-C between the two would leave a file no record vouches for.
+
+    Python runs signal handlers in the main thread only, so elsewhere there is nothing to hold
+    back. SIGKILL cannot be held; what reads those files must still survive it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

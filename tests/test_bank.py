@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -379,3 +381,45 @@ def test_compact_refuses_a_sealed_bank_and_a_missing_one(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in (tmp_path / "bank").iterdir()} == before
     assert main(["bank", "compact", str(tmp_path / "nowhere")]) == 2
     assert "no such midpoint bank" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_between_a_part_and_its_record_line_waits_for_the_record(tmp_path, monkeypatch, signum):
+    """Ctrl-C (or a polite kill) that lands just after a part file is published: the put still
+    lists it in the record, then the signal reaches its handler, and the bank verifies."""
+    import radiodiff.bank.store as store
+
+    publish = store.write_part
+
+    def publish_then_signal(root, table):
+        path = publish(root, table)
+        signal.raise_signal(signum)  # the worst moment: the part is there, its record line is not
+        return path
+
+    class Stopped(Exception):
+        pass
+
+    def stop(number, frame):
+        raise Stopped(number)
+
+    bank = MidpointBank(tmp_path, KEY)
+    bank.put([_midpoint(0)])
+    monkeypatch.setattr(store, "write_part", publish_then_signal)
+    previous = signal.signal(signum, stop)
+    try:
+        with pytest.raises(Stopped):  # the handler still runs: the signal is held, not swallowed
+            bank.put([_midpoint(1)])
+    finally:
+        signal.signal(signum, previous)
+    assert verify_bank(tmp_path) == {"files": 2, "entries": 2}  # the part has its record line
+    assert MidpointBank(tmp_path, KEY).has(1)
+
+
+def test_a_held_ctrl_c_still_interrupts_once_the_body_is_done():
+    from radiodiff.io import signals_deferred
+
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+            finished = True
+    assert finished and signal.getsignal(signal.SIGINT) is signal.default_int_handler

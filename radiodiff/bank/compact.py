@@ -24,6 +24,7 @@ from radiodiff.bank.record import BankRecord, part_record, read_record, write_re
 from radiodiff.bank.key import BankKey
 from radiodiff.bank.schema import BankError
 from radiodiff.bank.verify import KEY_FIELDS, inspect_bank, verify_bank
+from radiodiff.io import signals_deferred
 
 
 def compact_bank(root: Path | str) -> dict:
@@ -46,11 +47,12 @@ def compact_bank(root: Path | str) -> dict:
             with reading(root / name) as part:
                 tables.append(part.read(use_threads=False))
         merged = pa.concat_tables(tables).combine_chunks()
-        path = write_part(root, merged)
-        record.parts = {path.name: part_record(path, merged.num_rows)}
-        write_record(root, record)  # the switch: from here the record lists the merged part only
-        for name in names:
-            (root / name).unlink()
+        with signals_deferred():  # Ctrl-C here would leave parts that the record does not list
+            path = write_part(root, merged)
+            record.parts = {path.name: part_record(path, merged.num_rows)}
+            write_record(root, record)  # the switch: from here the record lists the merged part only
+            for name in names:
+                (root / name).unlink()
     return {"before": len(names), "after": 1, "entries": merged.num_rows}
 
 

@@ -30,6 +30,7 @@ from radiodiff.bank.key import BankKey
 from radiodiff.bank.parts import iter_row_groups, list_parts, read_row, write_part
 from radiodiff.bank.record import BankRecord, part_record, read_record, write_record, writer_lock
 from radiodiff.bank.schema import LATENT_COLUMNS, BankError, decode_latent, encode_table
+from radiodiff.io import signals_deferred
 
 __all__ = ["BankError", "BankKey", "Midpoint", "MidpointBank", "is_sealed", "set_sealed"]
 
@@ -88,9 +89,10 @@ class MidpointBank:
                 t_mid=self.key.t_mid,
                 created=datetime.now(UTC),
             )
-            path = write_part(self.root, table)
-            record.parts[path.name] = part_record(path, len(fresh))
-            write_record(self.root, record)
+            with signals_deferred():  # a part without its record line would fail `bank verify`
+                path = write_part(self.root, table)
+                record.parts[path.name] = part_record(path, len(fresh))
+                write_record(self.root, record)
         self._refresh()
         return len(fresh)
 
