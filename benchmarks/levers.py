@@ -1,7 +1,7 @@
 """Training levers of the denoiser, each measured against the same control on the same maps.
 
     .venv/bin/python benchmarks/levers.py [--project .] [--params params.yaml] [--levers control energy ...]
-                                          [--out levers.json]
+                                          [--baseline] [--out levers.json]
 
 Run after a pipeline run (`make demo`): it reads that run's prepared data and trained VAE, then
 trains the denoiser of params' `ldm` section once per lever, each a change of that section or of
@@ -11,7 +11,9 @@ per lever: NMSE mean, median, p90 and over the darkest 10% of maps, Tx-response,
 seconds and steps/s, and the change of the mean NMSE against the control; then, on the test
 split's traffic pairs (same Tx with and without the layout's cars), the one-call sampler's
 car-response and NMSE with the cars. The baseline row is the run's own
-`metrics/train_baseline.json`, for scale. Levers (`LEVERS`):
+`metrics/train_baseline.json`, for scale; `--baseline` also retrains the supervised baseline
+under each lever, for the steps that run's baseline took, so a lever on the data (augmentation)
+shows what it does to both models. Levers (`LEVERS`):
 
 - control: params as they are;
 - energy: `loss_weighting: energy`, each map's loss weighted by 1 / its energy, as in the mean NMSE;
@@ -21,7 +23,8 @@ car-response and NMSE with the cars. The baseline row is the run's own
 - wide: 1.5x the channels (48 vs 32) at the same steps, so it pays in time;
 - cond_wide: twice the condition encoder's channels, the path the car shadow takes into the UNet;
 - kc / flow: the other objectives (their own samplers stand in for DDIM), to try a lever on them;
-- no_car_shadow: the condition without its car-shadow channel (the Tx-to-pixel car crossing).
+- no_car_shadow: the condition without its car-shadow channel (the Tx-to-pixel car crossing);
+- no_augment: the denoiser and the baseline on the train maps as prepared, not their 8 turns.
 
 A lever spelled `a+b` applies both (`lr_high+energy`). Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
 """
@@ -45,7 +48,8 @@ from radiodiff.evaluation.distribution import map_energy, nmse_distribution
 from radiodiff.evaluation.scenarios import select_traffic, traffic_scores
 from radiodiff.generation import generate
 from radiodiff.metrics import nmse
-from radiodiff.options import LossWeighting, Prediction, TxEncoding
+from radiodiff.options import Augmentation, LossWeighting, Prediction, TxEncoding
+from radiodiff.stages.baseline import train_baseline
 from radiodiff.stages.ldm import sample_metrics, train_ldm
 from radiodiff.training.rng import seeded_generator
 
@@ -63,6 +67,12 @@ def _ema(decay: float) -> Lever:
 def _lr(factor: float) -> Lever:
     return _on_ldm(lambda cfg: replace(cfg, train=replace(cfg.train, optim=replace(cfg.train.optim,
                                                                                    lr=factor * cfg.train.optim.lr))))
+
+
+def _no_augment(params: Params) -> Params:
+    plain = lambda data: replace(data, augment=Augmentation.NONE)  # noqa: E731
+    return replace(params, ldm=replace(params.ldm, data=plain(params.ldm.data)),
+                   baseline=replace(params.baseline, data=plain(params.baseline.data)))
 
 
 def _without_encoding(encoding: TxEncoding) -> Lever:
@@ -88,6 +98,7 @@ LEVERS: dict[str, Lever] = {
     "kc": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.KC))),
     "flow": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.FLOW))),
     "no_car_shadow": _without_encoding(TxEncoding.CAR_SHADOW),
+    "no_augment": _no_augment,
 }
 
 
@@ -132,6 +143,16 @@ def measure(name: str, params: Params, project: Path, work: Path) -> dict[str, f
     return row
 
 
+def measure_baseline(params: Params, project: Path, work: Path, steps: int) -> dict[str, float]:
+    """The supervised baseline of `params` trained for `steps` (no parity planning: every lever
+    gets the same steps), scored on every test map."""
+    train = replace(params.baseline.train, total_steps=steps, val_every=steps, checkpoint_every=steps)
+    cfg = replace(params.baseline, compute_parity=False, train=train)
+    result = train_baseline(cfg, params.condition, dataset_dir=project / DATASET_DIR, work_dir=work,
+                            log=lambda metrics, step: None, progress=True)
+    return {"baseline_nmse": result.metrics["test_nmse"], "baseline_train_s": result.metrics["train_seconds"]}
+
+
 def traffic_row(model, test: RadioMapDataset) -> dict[str, float]:
     """One-call car-response and NMSE with the cars over every traffic pair of the test split
     (NaN for both where the data has none: `prepare.dynamic` 0)."""
@@ -148,16 +169,21 @@ def print_table(rows: list[dict], baseline: dict | None) -> None:
     """One line per lever; the 1- and 5-call columns are each objective's own sampler (DDIM for v)."""
     control = next((row for row in rows if row["lever"] == "control"), None)
     width = max(10, *(len(row["lever"]) for row in rows))
+    with_baseline = all("baseline_nmse" in row for row in rows)
     print(f"{'lever':<{width}} {'train s':>8} {'step/s':>7} | {'1-call NMSE':>11} {'median':>7} {'p90':>7} "
           f"{'dark':>7} {'Tx-resp':>7} {'vs ctrl':>8} | {'5-call NMSE':>11} {'vs ctrl':>8} | "
-          f"{'car-resp':>8} {'cars NMSE':>9}")
+          f"{'car-resp':>8} {'cars NMSE':>9}" + (f" | {'baseline NMSE':>13} {'vs ctrl':>8}" if with_baseline else ""))
+
+    def versus(row: dict, key: str) -> str:
+        return "" if control is None else f"{row[key] / control[key] - 1:+.1%}"
+
     for row in rows:
-        change = {steps: "" if control is None else f"{row[f'ddim{steps}_nmse'] / control[f'ddim{steps}_nmse'] - 1:+.1%}"
-                  for steps in (1, 5)}
+        change = {steps: versus(row, f"ddim{steps}_nmse") for steps in (1, 5)}
         print(f"{row['lever']:<{width}} {row['train_s']:>8.0f} {row['steps_per_s']:>7.2f} | {row['ddim1_nmse']:>11.4f} "
               f"{row['ddim1_median']:>7.4f} {row['ddim1_p90']:>7.4f} {row['ddim1_dark']:>7.4f} "
               f"{row['ddim1_tx_response']:>7.3f} {change[1]:>8} | {row['ddim5_nmse']:>11.4f} {change[5]:>8} | "
-              f"{row.get('car_response', float('nan')):>8.3f} {row.get('traffic_nmse', float('nan')):>9.4f}")
+              f"{row.get('car_response', float('nan')):>8.3f} {row.get('traffic_nmse', float('nan')):>9.4f}"
+              + (f" | {row['baseline_nmse']:>13.4f} {versus(row, 'baseline_nmse'):>8}" if with_baseline else ""))
     if baseline:
         print(f"{'baseline':<{width}} {baseline['train_seconds']:>8.0f} {baseline['steps_per_s']:>7.2f} | "
               f"{baseline['test_nmse']:>11.4f}   (the run's metrics/train_baseline.json, every test map)")
@@ -169,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=None, help="params file (default: the project's)")
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), type=_lever_name,
                         help=f"levers to measure, each one of {', '.join(LEVERS)} or several joined by +")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also retrain the baseline under each lever, for the run's baseline steps")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     project = args.project.resolve()
@@ -178,15 +206,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     params = load_params(args.params or project / "params.yaml")
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    baseline_file = project / METRICS_DIR / "train_baseline.json"
+    baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else None
+    baseline_steps = int((baseline or {}).get("parity_steps") or params.baseline.train.total_steps)
     rows = []
     with tempfile.TemporaryDirectory(prefix="levers-") as work:
         for name in args.levers:
             print(f"levers: training {name}", file=sys.stderr, flush=True)
-            rows.append(measure(name, compose(name)(params), project, Path(work)))
+            lever_params = compose(name)(params)
+            rows.append(measure(name, lever_params, project, Path(work)))
+            if args.baseline:
+                print(f"levers: training the baseline under {name} ({baseline_steps} steps)", file=sys.stderr, flush=True)
+                rows[-1].update(measure_baseline(lever_params, project, Path(work), baseline_steps))
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    baseline_file = project / METRICS_DIR / "train_baseline.json"
-    print_table(rows, json.loads(baseline_file.read_text()) if baseline_file.is_file() else None)
+    print_table(rows, baseline)
     return 0
 
 

@@ -16,8 +16,8 @@ import yaml
 from radiodiff.devices import check_device_spec
 from radiodiff.errors import UserError
 from radiodiff.options import (
-    SPLITS, AttentionKind, LossWeighting, Precision, Preconditioning, Prediction, ReconKind, ScheduleKind, TargetSource,
-    TxEncoding,
+    SPLITS, AttentionKind, Augmentation, LossWeighting, Precision, Preconditioning, Prediction, ReconKind, ScheduleKind,
+    TargetSource, TxEncoding,
 )
 from radiodiff.training.config import LoopConfig
 from radiodiff.tune_config import TuneConfig
@@ -103,6 +103,9 @@ class DataLoaderConfig:
 
     batch_size: int = 32
     workers: int = 1  # DataLoader worker processes (the arrays are memory-mapped)
+    # Propagation has no preferred direction, so a rotated or mirrored city with its Tx and
+    # map turned alike is another valid sample: 8x the layouts a model sees.
+    augment: Augmentation = Augmentation.NONE
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0:

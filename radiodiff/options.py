@@ -58,6 +58,13 @@ class LossWeighting(enum.Enum):
     TRAFFIC = "traffic"  # a map with cars counts `losses.TRAFFIC_WEIGHT` times one without
 
 
+class Augmentation(enum.Enum):
+    """How a training stage multiplies its train maps."""
+
+    NONE = "none"  # the maps as prepared
+    DIHEDRAL = "dihedral"  # each map also rotated by 90, 180, 270 degrees and mirrored: 8 variants
+
+
 class ScheduleKind(enum.Enum):
     """How beta_t grows over the diffusion steps."""
 

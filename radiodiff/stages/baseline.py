@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from radiodiff.artifacts.baseline import build_baseline, predict_baseline
 from radiodiff.config import BaselineConfig, ConditionConfig
+from radiodiff.data.augment import augmented
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.devices import device_name, module_device, resolve_device
 from radiodiff.metrics import summarize, tx_response_ratio
@@ -77,7 +78,7 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
     with seeded_init(cfg.train.seed):
         model = build_baseline(cfg, condition.channels, device)
-    batches = loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
+    batches = loader_factory(augmented(train, cfg.data.augment), batch_size=cfg.data.batch_size, seed=cfg.train.seed,
                              num_workers=cfg.data.workers, device=device)
     digest = dataset_digest(dataset_dir)
     plan = None

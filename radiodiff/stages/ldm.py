@@ -13,6 +13,7 @@ from radiodiff.artifacts.files import file_digest
 from radiodiff.artifacts.vae import load_vae
 from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.data.conditions import dynamic_channel_mask
+from radiodiff.data.augment import augmented
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.diffusion.losses import drop_condition_channels, energy_weights, traffic_weights
 from radiodiff.devices import device_name, resolve_device
@@ -34,9 +35,10 @@ EVAL_SEED = 1234
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """A `RadioMapDataset` whose items also carry the sample's scaled VAE latent `[3, h, w]`."""
+    """A dataset of maps (`RadioMapDataset`, or its augmentation) whose items also carry the
+    sample's scaled VAE latent `[3, h, w]`."""
 
-    def __init__(self, base: RadioMapDataset, latents: torch.Tensor) -> None:
+    def __init__(self, base: torch.utils.data.Dataset, latents: torch.Tensor) -> None:
         self.base, self.latents = base, latents
 
     def __len__(self) -> int:
@@ -46,7 +48,7 @@ class LatentDataset(torch.utils.data.Dataset):
         return {**self.base[item], "latent": self.latents[item]}
 
 
-def encode_dataset(model: LatentDiffusion, dataset: RadioMapDataset) -> torch.Tensor:
+def encode_dataset(model: LatentDiffusion, dataset: torch.utils.data.Dataset) -> torch.Tensor:
     """Scaled posterior-mode latents of every sample, `[N, 3, h, w]` on the CPU (computed once on
     the model's device, not per epoch; the training loader feeds them back batch by batch)."""
     with torch.no_grad():
@@ -116,7 +118,8 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
     with seeded_init(cfg.train.seed):
         unet = build_unet(cfg, condition.channels, vae.latent_channels, device)
     bundle = lambda net: LatentDiffusion(net, vae, process, scale)  # noqa: E731
-    train = RadioMapDataset(dataset_dir, "train", condition.encodings)
+    # Under augmentation every variant is encoded: a turned map's latent is not the turned latent.
+    train = augmented(RadioMapDataset(dataset_dir, "train", condition.encodings), cfg.data.augment)
     latents = LatentDataset(train, encode_dataset(bundle(unet), train))
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
 

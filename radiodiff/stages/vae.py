@@ -10,6 +10,7 @@ import torch
 
 from radiodiff.artifacts.vae import build_vae
 from radiodiff.config import VAEConfig
+from radiodiff.data.augment import augmented
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.data.scaling import to_gain, to_model_scale
 from radiodiff.devices import device_name, module_device, resolve_device
@@ -69,7 +70,7 @@ def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progres
 
     result = train_loop(
         model=model, loss_fn=_loss_fn(cfg), config=cfg.train, log=log, val_fn=val_fn, progress=progress,
-        batches=loader_factory(train, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
+        batches=loader_factory(augmented(train, cfg.data.augment), batch_size=cfg.data.batch_size, seed=cfg.train.seed,
                                num_workers=cfg.data.workers, device=device),
         checkpoint_dir=run_folder(work_dir, KIND, cfg, dataset_digest(dataset_dir)), name="train_vae",
     )
