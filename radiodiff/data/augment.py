@@ -1,10 +1,10 @@
 """Dihedral augmentation: the 8 rotations and mirrorings of a square map.
 
 Path loss has no preferred compass direction, so turning a city, its Tx, its cars and its
-radio map alike gives another valid sample. The project's simulator agrees to within its grid
-(README: a rotated layout's simulated map against the rotated map), and RadioMapSeer's are
-physical. With 64 train layouts this is the difference between a model that memorises the
-layouts and one that generalises to new ones: measured in the README.
+radio map alike gives another valid sample. The project's simulator agrees up to its grid's
+tie-breaks between near-equal paths (tests/test_augment.py simulates a turned real layout), and
+RadioMapSeer's maps are physical. With 64 train layouts the supervised baseline memorised the
+layouts without it (README, "Choices the measurements made").
 
 Variant v in [0, 8): `v % 4` quarter turns counter-clockwise (as `torch.rot90` over the last two
 axes), then a left-right mirror when v >= 4. Variant 0 is the map as prepared.
