@@ -70,7 +70,8 @@ def _lr(factor: float) -> Lever:
 
 
 def _no_augment(params: Params) -> Params:
-    plain = lambda data: replace(data, augment=Augmentation.NONE)  # noqa: E731
+    def plain(data):
+        return replace(data, augment=Augmentation.NONE)
     return replace(params, ldm=replace(params.ldm, data=plain(params.ldm.data)),
                    baseline=replace(params.baseline, data=plain(params.baseline.data)))
 
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             lever_params = compose(name)(params)
             rows.append(measure(name, lever_params, project, Path(work)))
             if args.baseline:
-                print(f"levers: training the baseline under {name} ({baseline_steps} steps)", file=sys.stderr, flush=True)
+                print(f"levers: training the baseline under {name} ({baseline_steps} steps)", file=sys.stderr,
+                      flush=True)
                 rows[-1].update(measure_baseline(lever_params, project, Path(work), baseline_steps))
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -78,8 +78,8 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
     with seeded_init(cfg.train.seed):
         model = build_baseline(cfg, condition.channels, device)
-    batches = loader_factory(augmented(train, cfg.data.augment), batch_size=cfg.data.batch_size, seed=cfg.train.seed,
-                             num_workers=cfg.data.workers, device=device)
+    batches = loader_factory(augmented(train, cfg.data.augment), batch_size=cfg.data.batch_size,
+                             seed=cfg.train.seed, num_workers=cfg.data.workers, device=device)
     digest = dataset_digest(dataset_dir)
     plan = None
     if parity_seconds is not None:

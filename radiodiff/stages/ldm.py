@@ -12,8 +12,8 @@ from radiodiff.artifacts.denoiser import build_unet
 from radiodiff.artifacts.files import file_digest
 from radiodiff.artifacts.vae import load_vae
 from radiodiff.config import ConditionConfig, LDMConfig
-from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.augment import augmented
+from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.diffusion.losses import drop_condition_channels, energy_weights, traffic_weights
 from radiodiff.devices import device_name, resolve_device

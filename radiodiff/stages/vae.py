@@ -70,8 +70,8 @@ def train_vae(cfg: VAEConfig, *, dataset_dir: Path, work_dir: Path, log, progres
 
     result = train_loop(
         model=model, loss_fn=_loss_fn(cfg), config=cfg.train, log=log, val_fn=val_fn, progress=progress,
-        batches=loader_factory(augmented(train, cfg.data.augment), batch_size=cfg.data.batch_size, seed=cfg.train.seed,
-                               num_workers=cfg.data.workers, device=device),
+        batches=loader_factory(augmented(train, cfg.data.augment), batch_size=cfg.data.batch_size,
+                               seed=cfg.train.seed, num_workers=cfg.data.workers, device=device),
         checkpoint_dir=run_folder(work_dir, KIND, cfg, dataset_digest(dataset_dir)), name="train_vae",
     )
     trained = result.ema.ema_model.eval()
