@@ -281,6 +281,24 @@ def test_split_loop_equals_full_loop_bit_for_bit():
     assert not torch.equal(full, sample_loop(process, _dummy_model, x_start, timesteps, generator=_gen(16)))
 
 
+def test_the_loop_with_grad_gives_the_same_latent_and_a_gradient_through_every_step():
+    schedule = make_schedule(ScheduleKind.LINEAR, 100)
+    process = DiscreteProcess(schedule, Prediction.V)
+    scale = torch.tensor(0.5, requires_grad=True)
+
+    def denoise(x_t, t):
+        return scale * _dummy_model(x_t, t)
+
+    x_start, timesteps = torch.randn(2, 3, 4, 4, generator=_gen(17)), process.timesteps(3)
+    plain = sample_loop(process, denoise, x_start, timesteps)
+    traced = sample_loop(process, denoise, x_start, timesteps, grad=True)
+    assert not plain.requires_grad and torch.equal(plain, traced.detach())
+    traced.square().sum().backward()
+    assert scale.grad is not None and scale.grad != 0
+    with torch.no_grad():  # the switch wins over the caller's mode, both ways
+        assert sample_loop(process, denoise, x_start, timesteps, grad=True).requires_grad
+
+
 def test_progressive_yields_each_step_and_leaves_grad_mode_alone():
     schedule = make_schedule(ScheduleKind.LINEAR, 100)
     process = DiscreteProcess(schedule, Prediction.EPS)

@@ -96,6 +96,7 @@ def sample_loop_progressive(
     start_index: int = 0,
     stop_index: int | None = None,
     generator: torch.Generator | None = None,
+    grad: bool = False,
 ) -> Iterator[StepOutput]:
     """Run steps [start_index, stop_index) over the grid `times`, yielding each StepOutput.
 
@@ -109,7 +110,8 @@ def sample_loop_progressive(
     answers -x0), and the predictor's result stands, as in EDM's Heun sampler (calls:
     `network_calls`). The loop holds no state besides x and the
     generator, so [0, k) then [k, N) with the same generator equals [0, N) bit for bit. Runs
-    without autograd.
+    without autograd unless `grad`: a fine-tuning that trains the sampler's own path end to end
+    needs the graph through every step.
     """
     grid = process.check_times(times)
     stop = len(grid) - 1 if stop_index is None else stop_index
@@ -118,9 +120,9 @@ def sample_loop_progressive(
     x = x_start
     for index in range(start_index, stop):
         t, t_prev = grid[index], grid[index + 1]
-        # no_grad only around the work: a `with` spanning the yield would leak the
-        # grad mode into the caller while this generator is suspended.
-        with torch.no_grad():
+        # The grad mode only around the work: a `with` spanning the yield would leak it
+        # into the caller while this generator is suspended.
+        with torch.set_grad_enabled(grad):
             model_output = denoise_fn(x, process.model_time(t, x))
             output = process.step(model_output, t, t_prev, x, generator=generator)
             if process.calls_per_step == 2 and t_prev != process.end_time:
@@ -145,10 +147,11 @@ def sample_loop(
     start_index: int = 0,
     stop_index: int | None = None,
     generator: torch.Generator | None = None,
+    grad: bool = False,
 ) -> torch.Tensor:
     """Like `sample_loop_progressive` but returns only the last prev_sample (x_start if no step)."""
     return last_sample(sample_loop_progressive(process, denoise_fn, x_start, times, start_index=start_index,
-                                               stop_index=stop_index, generator=generator), x_start)
+                                               stop_index=stop_index, generator=generator, grad=grad), x_start)
 
 
 def last_sample(outputs: Iterable[StepOutput], x_start: torch.Tensor) -> torch.Tensor:
