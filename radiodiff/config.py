@@ -17,7 +17,7 @@ from radiodiff.devices import check_device_spec
 from radiodiff.errors import UserError
 from radiodiff.options import (
     SPLITS, AttentionKind, Augmentation, LossWeighting, Precision, Preconditioning, Prediction, ReconKind, ScheduleKind,
-    TargetSource, TxEncoding,
+    TailLoss, TargetSource, TxEncoding,
 )
 from radiodiff.training.config import LoopConfig
 from radiodiff.tune_config import TuneConfig
@@ -219,9 +219,12 @@ class BaselineConfig:
 @dataclass(frozen=True)
 class TailTuneConfig:
     """Dynamic conditional fine-tuning: a copy of the denoiser trained on the Flux tail only,
-    fed with the static bank midpoints of the training scenes (the paper's third ingredient)."""
+    fed with the static bank midpoints of the training scenes (the paper's third ingredient).
+    `loss` is what it learns from (`TailLoss`): the objective's loss on the path, or the
+    served sampler's decoded maps scored by NMSE through the frozen VAE decoder."""
 
     batch_size: int = 32
+    loss: TailLoss = TailLoss.DIFFUSION
     train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=400))
 
 

@@ -58,6 +58,13 @@ class LossWeighting(enum.Enum):
     TRAFFIC = "traffic"  # a map with cars counts `losses.TRAFFIC_WEIGHT` times one without
 
 
+class TailLoss(enum.Enum):
+    """What the Flux tail and its few-step control are fine-tuned on."""
+
+    DIFFUSION = "diffusion"  # the objective's own loss at points of the path from the start latent to x0
+    DECODED = "decoded"  # the served sampler's decoded map against the truth: the mean NMSE evaluate reports
+
+
 class Augmentation(enum.Enum):
     """How a training stage multiplies its train maps."""
 

@@ -15,7 +15,7 @@ from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.errors import UserError
 from radiodiff.evaluation.methods import Toolkit, from_noise, tuned_few_step
 from radiodiff.stages.evaluate import select_maps
-from radiodiff.stages.few_step import _loss_fn, train_few_step
+from radiodiff.stages.few_step import _decoded_loss_fn, _loss_fn, train_few_step
 from radiodiff.stages.ldm import LatentDataset, encode_dataset
 from radiodiff.training.rng import seeded_generator
 from tests.conftest import CONDITION, LOOP, randomised
@@ -90,3 +90,25 @@ def test_evaluate_names_the_stage_when_a_tuned_copy_is_missing(tmp_path):
 
     with pytest.raises(UserError, match=r"few_step/flow.pt \(run `dvc repro tune_few_step`\)"):
         _few_step_file(ModelFiles(tmp_path / "models"), "flow")
+
+
+@pytest.mark.parametrize("fixture", ["ldm_file", "flow_ldm_file"])
+def test_the_decoded_loss_runs_the_one_step_sampler_from_pure_noise(fixture, request, dataset, vae_file):
+    ldm_path = request.getfixturevalue(fixture)[0]
+    model, _, _ = load_ldm(ldm_path, vae_file[0])
+    net = randomised(copy.deepcopy(model.unet), seed=5)
+    train = RadioMapDataset(dataset / "data", "train", CONDITION.encodings)
+    latents = LatentDataset(train, encode_dataset(model, train))
+    batch = torch.utils.data.default_collate([latents[i] for i in range(4)])
+    seen = []
+
+    def recording(x_t, t, cond):
+        seen.append(torch.as_tensor(t))
+        return net(x_t, t, cond)
+
+    loss, _ = _decoded_loss_fn(model, 1)(recording, batch, 0, seeded_generator(0))
+    loss.backward()
+    start = torch.as_tensor(model.process.start_time, dtype=seen[0].dtype)
+    assert torch.isfinite(loss) and len(seen) == 1 and (seen[0] == start).all()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    assert all(p.grad is None for p in model.vae.parameters())

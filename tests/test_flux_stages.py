@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,11 @@ from radiodiff.artifacts.denoiser import load_ldm, load_tail, save_tail
 from radiodiff.artifacts.keys import bank_key
 from radiodiff.stages.bank import fill_bank, load_scenes
 from radiodiff.stages.evaluate import evaluate, headline, meets_claim, select_maps
-from radiodiff.stages.tail import train_tail
+from radiodiff.flux import flux_plan, stage2_decode
+from radiodiff.metrics import nmse
+from radiodiff.options import TailLoss
+from radiodiff.stages.tail import _decoded_loss_fn, bank_midpoints, decoded_nmse_loss, train_tail
+from radiodiff.training.rng import seeded_generator
 from tests.conftest import CONDITION, LOOP, randomised
 
 FLUX = FluxConfig(t_mids=(30, 10), t_mid=30, prefix_steps=2, tail_steps=1, seeds=(0, 1), batch_size=2,
@@ -267,3 +272,44 @@ def test_evaluate_sets_every_objective_side_by_side(flux_setup, kc_setup, flow_s
     served = table.loc["flux_t30_tail1", "nmse"]
     assert result.headline["flux_vs_tuned_same_calls_nmse_change"] == pytest.approx(served / tuned["nmse"].min() - 1)
     assert result.headline["flow_1_tuned_nmse"] == table.loc["flow_1_tuned", "nmse"]
+
+
+def test_the_decoded_loss_is_the_nmse_of_the_served_maps_and_trains_only_the_tail(flux_setup, dataset):
+    model, ldm_path, bank_dir, scenes, _ = flux_setup
+    model = dataclasses.replace(model, vae=copy.deepcopy(model.vae))  # the loss freezes its VAE
+    tail = randomised(copy.deepcopy(model.unet), seed=3)
+    train = RadioMapDataset(dataset / "data", "train", CONDITION.encodings)
+    batch = torch.utils.data.default_collate([train[i] for i in range(4)])
+    midpoints = bank_midpoints(model, ldm_path, bank_dir, FLUX, scenes.ids)
+    z_mid = midpoints[FLUX.t_mids.index(FLUX.t_mid), 0, [list(scenes.ids).index(m) for m in batch["map_id"].tolist()]]
+    plan = flux_plan(model.process, FLUX.t_mid, FLUX.prefix_steps, FLUX.tail_steps)
+    served = stage2_decode(model, z_mid, batch["cond"], plan, denoise_fn=lambda x, t: tail(x, t, batch["cond"]))
+    loss = decoded_nmse_loss(model, tail, z_mid, plan.tail, batch["cond"], batch["gain"])
+    torch.testing.assert_close(loss, nmse(served, batch["gain"]).mean())
+    # the stage's loss: the served t_mid only, gradients in the tail and none in the VAE
+    seen = []
+
+    def recording(x_t, t, cond):
+        seen.append(torch.as_tensor(t))
+        return tail(x_t, t, cond)
+
+    decoded = FluxConfig(**{**FLUX.__dict__, "tail_tune": TailTuneConfig(batch_size=4, loss=TailLoss.DECODED)})
+    scene_row = {int(s): i for i, s in enumerate(scenes.ids)}
+    loss, _ = _decoded_loss_fn(model, decoded, midpoints, scene_row)(recording, batch, 0, seeded_generator(0))
+    loss.backward()
+    served_time = model.process.config_time(FLUX.t_mid)
+    assert len(seen) == FLUX.tail_steps and all((t == served_time).all() for t in seen)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tail.parameters())
+    assert all(p.grad is None for p in model.vae.parameters())
+
+
+def test_the_tail_tunes_on_the_decoded_loss(flux_setup, dataset, tmp_path):
+    model, ldm_path, bank_dir, _, _ = flux_setup
+    model = dataclasses.replace(model, vae=copy.deepcopy(model.vae))
+    decoded = FluxConfig(**{**FLUX.__dict__, "tail_tune": TailTuneConfig(batch_size=4, train=LOOP,
+                                                                         loss=TailLoss.DECODED)})
+    result = train_tail(model, decoded, CONDITION, ldm_path=ldm_path, dataset_dir=dataset / "data",
+                        bank_dir=bank_dir, work_dir=tmp_path, log=lambda m, s: None, progress=False)
+    assert result.step == LOOP.total_steps and np.isfinite(result.train_loss)
+    assert any(not torch.equal(a, b) for a, b in zip(result.ema.ema_model.state_dict().values(),
+                                                     model.unet.state_dict().values()))

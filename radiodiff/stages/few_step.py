@@ -8,6 +8,8 @@ extra training.
 The construction is the tail's with the midpoint at the start of the process: x_T is fresh
 noise, half the training times sit at the sampler's first (and, for one step, only) time, the
 rest uniform on the path to the clean end, each with the process's own loss (v, kc or flow).
+With `tail_tune.loss: decoded` it is the tail's decoded loss, from fresh noise: the sampler's
+`tail_steps` calls and the VAE decoder, scored by NMSE against the map.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.flux import full_plan, scene_noise, stage2_decode
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
+from radiodiff.options import TailLoss
 from radiodiff.stages.common import batched, dataset_digest, run_folder
 from radiodiff.stages.ldm import LatentDataset, encode_dataset
-from radiodiff.stages.tail import VAL_MAPS, draw_path_times
+from radiodiff.stages.tail import VAL_MAPS, decoded_nmse_loss, draw_path_times
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import TrainResult, train_loop
 
@@ -43,6 +46,20 @@ def _loss_fn(model: LatentDiffusion):
         t = draw_path_times(process, start.expand(x0.shape[0]), generator)
         x_t = process.add_noise(x0, noise, t)
         return process.training_loss(unet(x_t, t, cond), x0=x0, noise=noise, t=t, x_t=x_t), {}
+
+    return loss_fn
+
+
+def _decoded_loss_fn(model: LatentDiffusion, steps: int):
+    """The decoded NMSE of the `steps`-call sampler from fresh noise (the tail's decoded loss
+    with the midpoint at pure noise)."""
+    times = full_plan(model.process, steps).tail
+    model.vae.requires_grad_(False)
+
+    def loss_fn(unet, batch, step, generator):
+        shape = batch["latent"].shape
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=batch["latent"].dtype)
+        return decoded_nmse_loss(model, unet, noise, times, batch["cond"], batch["gain"]), {}
 
     return loss_fn
 
@@ -69,9 +86,10 @@ def train_few_step(model: LatentDiffusion, cfg: FluxConfig, condition: Condition
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     latents = LatentDataset(train, encode_dataset(model, train))
     tune = cfg.tail_tune
+    loss_fn = _decoded_loss_fn(model, cfg.tail_steps) if tune.loss is TailLoss.DECODED else _loss_fn(model)
     return train_loop(
         model=copy.deepcopy(model.unet).train(), config=tune.train, log=log, progress=progress,
-        loss_fn=_loss_fn(model),
+        loss_fn=loss_fn,
         val_fn=_val_fn(model, RadioMapDataset(dataset_dir, "val", condition.encodings), cfg.seeds[0], cfg.tail_steps),
         batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0,
                                device=model.device),

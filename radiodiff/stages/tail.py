@@ -15,6 +15,12 @@ A decoupled (kc) model has the same construction on continuous time: z_mid = (1 
 sampler's path), and the heads are trained towards C = -x0 and n_hat with RadioDiff's loss.
 Flow matching likewise: z_mid = (1 - t_mid) x0 + t_mid n_hat, the path x_t = (1 - t) x0 + t n_hat
 (its Euler sampler's), the velocity target n_hat - x0.
+
+With `tail_tune.loss: decoded` the copy is trained on the served plan itself instead: the
+static midpoint at the served t_mid, the tail's `tail_steps` calls and the VAE decoder, scored
+by NMSE against the sample's map. The path loss asks every point of the path for its latent
+target, weighing latent channels alike; the decoded loss asks only for the map the query
+returns, with each map's error over its energy, as evaluate scores it.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.diffusion.process import DiffusionProcess
 from radiodiff.errors import UserError
 from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
+from radiodiff.diffusion.sampling import sample_loop
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
+from radiodiff.options import TailLoss
 from radiodiff.stages.bank import load_scenes
 from radiodiff.stages.common import batched, dataset_digest, run_folder
 from radiodiff.stages.ldm import LatentDataset, encode_dataset
@@ -71,12 +79,23 @@ def draw_path_times(process: DiffusionProcess, t_mid: torch.Tensor, generator: t
     return torch.where(torch.rand(size, generator=generator, device=device) < 0.5, t_mid, later)
 
 
+def decoded_nmse_loss(model: LatentDiffusion, unet: torch.nn.Module, x_start: torch.Tensor, times: tuple,
+                      cond: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Mean NMSE (scalar, with autograd) of the maps `unet` makes by running the model's sampler
+    from `x_start` `[B, 3, h, w]` over `times` under `cond` `[B, C, H, W]`, decoded by the model's
+    VAE, against `gain` `[B, 1, H, W]`. The gradient reaches `unet` through every sampler step
+    and the decoder, so a few-call sampler is trained on exactly what evaluate scores; the
+    caller freezes the VAE (its weights get gradients otherwise)."""
+    latent = sample_loop(model.process, lambda x_t, t: unet(x_t, t, cond).float(), x_start, times, grad=True)
+    return nmse(model.decode(latent, cond[:, 0]), gain).mean()
+
+
 def _pick_midpoints(batch: dict, generator: torch.Generator, t_mids: torch.Tensor, midpoints: torch.Tensor,
                     scene_row: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sample's static midpoint of its own scene at a random t_mid and seed:
     (z_mid `[B, 3, h, w]`, t_mid `[B]` in the model's kind of time). `midpoints`, `t_mids` and
     the generator live on the training device."""
-    size, device = batch["latent"].shape[0], generator.device
+    size, device = batch["cond"].shape[0], generator.device
     which = torch.randint(0, midpoints.shape[0], (size,), generator=generator, device=device)
     seed = torch.randint(0, midpoints.shape[1], (size,), generator=generator, device=device)
     rows = torch.tensor([scene_row[m] for m in batch["map_id"].tolist()], device=device)
@@ -97,6 +116,22 @@ def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, s
         noise = process.implied_noise(z_mid, x0, t_mid)
         x_t = process.add_noise(x0, noise, t)
         return process.training_loss(unet(x_t, t, cond), x0=x0, noise=noise, t=t, x_t=x_t), {}
+
+    return loss_fn
+
+
+def _decoded_loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
+    """The served plan's decoded NMSE: each sample's static midpoint at the served t_mid (a random
+    seed of the bank's) through the tail's `tail_steps` calls and the frozen VAE decoder."""
+    served = cfg.t_mids.index(cfg.t_mid)
+    midpoints = midpoints[served:served + 1].to(model.device)
+    t_mids = torch.tensor([model.process.config_time(cfg.t_mid)], device=model.device)
+    times = flux_plan(model.process, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps).tail
+    model.vae.requires_grad_(False)
+
+    def loss_fn(unet, batch, step, generator):
+        z_mid, _ = _pick_midpoints(batch, generator, t_mids, midpoints, scene_row)
+        return decoded_nmse_loss(model, unet, z_mid, times, batch["cond"], batch["gain"]), {}
 
     return loss_fn
 
@@ -125,9 +160,10 @@ def train_tail(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConf
     midpoints = bank_midpoints(model, ldm_path, bank_dir, cfg, scene_ids)
     latents = LatentDataset(train, encode_dataset(model, train))
     tune = cfg.tail_tune
+    make_loss = _decoded_loss_fn if tune.loss is TailLoss.DECODED else _loss_fn
     return train_loop(
         model=copy.deepcopy(model.unet).train(), config=tune.train, log=log, progress=progress,
-        loss_fn=_loss_fn(model, cfg, midpoints, {int(s): i for i, s in enumerate(scene_ids)}),
+        loss_fn=make_loss(model, cfg, midpoints, {int(s): i for i, s in enumerate(scene_ids)}),
         val_fn=_val_fn(model, cfg, RadioMapDataset(dataset_dir, "val", condition.encodings)),
         batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0,
                                device=model.device),
