@@ -37,9 +37,9 @@ from radiodiff.bank import MidpointBank
 from radiodiff.config import ConditionConfig, FluxConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.diffusion.process import DiffusionProcess
+from radiodiff.diffusion.sampling import sample_loop
 from radiodiff.errors import UserError
 from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
-from radiodiff.diffusion.sampling import sample_loop
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
 from radiodiff.options import TailLoss
