@@ -54,8 +54,17 @@ class LatentDiffusion:
         return (cond.shape[0], self.vae.latent_channels, cond.shape[-2] // factor, cond.shape[-1] // factor)
 
     def denoise_fn(self, cond: torch.Tensor) -> DenoiseFn:
-        """The closure `(x_t, t) -> model output` a sampler loop calls, for condition `cond`."""
-        return lambda x_t, t: self.unet(x_t, t, cond).float()
+        """The closure `(x_t, t) -> model output` a sampler loop calls, for condition `cond`.
+        The condition is encoded once, at the first call (under that call's grad mode and
+        autocast), and shared by the later ones: it is the same on the whole trajectory."""
+        features: list[list[torch.Tensor]] = []
+
+        def call(x_t: torch.Tensor, t) -> torch.Tensor:
+            if not features:
+                features.append(self.unet.encode_condition(cond))
+            return self.unet.denoise(x_t, t, features[0]).float()
+
+        return call
 
     def decode(self, latent: torch.Tensor, buildings: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled latent `[B, 3, h, w]` -> gain `[B, 1, H, W]` in [0, 1] (0 on `buildings`)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
 import torch
 
+from radiodiff.artifacts.denoiser import load_ldm
 from radiodiff.diffusion.discrete import DiscreteProcess
 from radiodiff.diffusion.prediction import prediction_target
 from radiodiff.diffusion.sampling import sample_loop
@@ -110,3 +112,24 @@ def test_tail_path_starts_at_the_midpoint_and_an_oracle_tail_lands_on_x0(model):
         oracle = lambda x, t: prediction_target(x0, eps_hat, t, process.schedule, process.prediction)  # noqa: E731
         landed = stage2_latent(model, z_mid, torch.zeros(2, 4, 32, 32), plan, denoise_fn=oracle)
         assert torch.allclose(landed, x0, atol=1e-5)
+
+
+def test_a_trajectory_encodes_its_condition_once_and_samples_as_the_plain_network(dataset, vae_file, ldm_file):
+    model, _, condition = load_ldm(ldm_file[0], vae_file[0])
+    model = dataclasses.replace(model, unet=randomised(copy.deepcopy(model.unet), seed=11))
+    cond = torch.rand(3, condition.channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    encodings = []
+    hook = model.unet.cond_encoder.register_forward_hook(lambda module, args, out: encodings.append(1))
+    try:
+        cached = generate(model, cond, steps=5, generator=seeded_generator(4))
+    finally:
+        hook.remove()
+    generator = seeded_generator(4)
+    x_start = initial_noise(model.latent_shape(cond), generator)
+    with torch.no_grad():
+        latent = sample_loop(model.process, lambda x_t, t: model.unet(x_t, t, cond).float(), x_start,
+                             model.process.timesteps(5), generator=generator)
+        plain = model.decode(latent, cond[:, 0])
+    assert len(encodings) == 1 and torch.equal(cached, plain)
+    with pytest.raises(ValueError, match="do not match"):
+        model.unet.denoise(torch.zeros(2, 3, 8, 8), 3, model.unet.encode_condition(cond))

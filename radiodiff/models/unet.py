@@ -89,7 +89,18 @@ class ConditionalUNet(nn.Module):
                 f"condition {tuple(cond.shape)} does not match latent {tuple(x_t.shape)}: "
                 f"expected batch {x_t.shape[0]} and spatial size {expected}"
             )
-        features = self.cond_encoder(cond)
+        return self.denoise(x_t, t, self.encode_condition(cond))
+
+    def encode_condition(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        """The condition's feature pyramid (`ConditionEncoder`), which depends on the condition
+        alone: a sampler's calls on one trajectory can share it (`denoise`). At the default size
+        it is about half the cost of a call."""
+        return self.cond_encoder(cond)
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor | int | float, features: list[torch.Tensor]) -> torch.Tensor:
+        """`forward` with the condition already encoded by `encode_condition`."""
+        if features[0].shape[0] != x_t.shape[0] or features[0].shape[-2:] != x_t.shape[-2:]:
+            raise ValueError(f"condition features {tuple(features[0].shape)} do not match latent {tuple(x_t.shape)}")
         time_emb = self.time_embed(self._scaled_time(t), x_t.shape[0])
         h = self.input_conv(torch.cat([x_t, features[0]], dim=1))
         return self.output(self.core(h, time_emb, features))
