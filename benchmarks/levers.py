@@ -53,6 +53,8 @@ from radiodiff.stages.baseline import train_baseline
 from radiodiff.stages.ldm import sample_metrics, train_ldm
 from radiodiff.training.rng import seeded_generator
 
+from _after_run import after_run_parser  # this folder's helper: benchmarks run by path
+
 Lever = Callable[[Params], Params]
 
 
@@ -191,14 +193,11 @@ def print_table(rows: list[dict], baseline: dict | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", type=Path, default=Path("."), help="a project after a pipeline run")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: the project's)")
+    parser = after_run_parser(__doc__)
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), type=_lever_name,
                         help=f"levers to measure, each one of {', '.join(LEVERS)} or several joined by +")
     parser.add_argument("--baseline", action="store_true",
                         help="also retrain the baseline under each lever, for the run's baseline steps")
-    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     project = args.project.resolve()
     if not (project / DATASET_DIR).is_dir() or not (project / MODELS.vae).is_file():

@@ -52,6 +52,8 @@ from radiodiff.options import TailLoss
 from radiodiff.stages.few_step import train_few_step
 from radiodiff.stages.tail import train_tail
 
+from _after_run import after_run_parser  # this folder's helper: benchmarks run by path
+
 Variant = Callable[[TailTuneConfig], TailTuneConfig]
 
 
@@ -156,12 +158,9 @@ def _variant_name(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", type=Path, default=Path("."), help="a project after a pipeline run")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: the project's)")
+    parser = after_run_parser(__doc__)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), type=_variant_name,
                         help=f"variants to measure, of {', '.join(VARIANTS)}")
-    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     project = args.project.resolve()
     needed = [project / DATASET_DIR, project / MODELS.vae, project / MODELS.ldm, project / BANK_DIR]
