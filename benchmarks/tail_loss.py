@@ -13,7 +13,8 @@ for params' `flux.tail_tune` steps:
 
 Every test map is scored over `flux.seeds`: NMSE mean, median and p90, the Tx-response, and on
 the test split's traffic pairs (the same Tx with and without the layout's cars) the
-car-response and the NMSE with the cars. The `untuned` rows are the denoiser itself. Variants
+car-response and the NMSE with the cars; the tails also at each other t_mid of the bank (NMSE,
+every test map, the first seed). The `untuned` rows are the denoiser itself. Variants
 (`VARIANTS`), each a change of `flux.tail_tune`:
 
 - diffusion: the objective's loss on the path from the start latent, at lr 2e-4 (the setting
@@ -21,7 +22,9 @@ car-response and the NMSE with the cars. The `untuned` rows are the denoiser its
 - diffusion_lr: the same loss at the decoded variant's lr, so that the lr is not mistaken for
   the loss;
 - decoded: the served maps' NMSE through the frozen VAE decoder, at params' lr (1e-3 in the
-  default profile).
+  default profile);
+- decoded_path: the decoded loss plus 0.1 times the path loss at every t_mid of the bank
+  (`tail_tune.path_loss_weight`), which also keeps the tail trained for the other t_mids.
 
 Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
 """
@@ -57,10 +60,10 @@ from _after_run import after_run_parser  # this folder's helper: benchmarks run 
 Variant = Callable[[TailTuneConfig], TailTuneConfig]
 
 
-def _with(loss: TailLoss, lr: float | None = None) -> Variant:
+def _with(loss: TailLoss, lr: float | None = None, path_loss_weight: float = 0.0) -> Variant:
     def apply(tune: TailTuneConfig) -> TailTuneConfig:
         optim = tune.train.optim if lr is None else replace(tune.train.optim, lr=lr)
-        return replace(tune, loss=loss, train=replace(tune.train, optim=optim))
+        return replace(tune, loss=loss, path_loss_weight=path_loss_weight, train=replace(tune.train, optim=optim))
     return apply
 
 
@@ -68,12 +71,13 @@ VARIANTS: dict[str, Variant] = {
     "diffusion": _with(TailLoss.DIFFUSION, lr=2.0e-4),
     "diffusion_lr": _with(TailLoss.DIFFUSION),
     "decoded": _with(TailLoss.DECODED),
+    "decoded_path": _with(TailLoss.DECODED, path_loss_weight=0.1),
 }
 
 
 def _start_latents(model: LatentDiffusion, cfg: FluxConfig, cond: torch.Tensor, maps: tuple[int, ...],
                    seed: int, from_bank: bool) -> torch.Tensor:
-    """Each map's start latent of the scored plan: the static midpoint at the served t_mid (the
+    """Each map's start latent of the scored plan: the static midpoint at `cfg.t_mid` (the
     bank's construction: seeded scene noise through the prefix under the buildings alone), or the
     scene noise itself for the few-step control."""
     noise = scene_noise(model.latent_shape(cond)[1:], maps, seed)
@@ -81,6 +85,24 @@ def _start_latents(model: LatentDiffusion, cfg: FluxConfig, cond: torch.Tensor, 
         return noise
     plan = flux_plan(model.process, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps)
     return stage1_midpoint(model, static_conditions(cond[:, 0].numpy() > 0, cond.shape[1]), plan, noise)
+
+
+def other_t_mids(model: LatentDiffusion, net: torch.nn.Module, cfg: FluxConfig,
+                 test: RadioMapDataset) -> dict[str, float]:
+    """NMSE of `net` as the Flux tail at each bank t_mid other than the served one, every test
+    map, the first seed: whether the fine-tuning kept the tail a denoiser there."""
+    everything = load_rows(test, list(range(len(test))))
+    out = {}
+    for t_mid in cfg.t_mids:
+        if t_mid == cfg.t_mid:
+            continue
+        at = replace(cfg, t_mid=t_mid)
+        plan = flux_plan(model.process, t_mid, cfg.prefix_steps, cfg.tail_steps)
+        start = _start_latents(model, at, everything.cond, everything.maps, cfg.seeds[0], True)
+        pred = stage2_decode(model, start, everything.cond, plan,
+                             denoise_fn=lambda x, t: net(x, t, everything.cond.to(model.device))).cpu()
+        out[f"t{t_mid}_nmse"] = float(nmse(pred, everything.gain).mean())
+    return out
 
 
 def score(model: LatentDiffusion, net: torch.nn.Module, cfg: FluxConfig, test: RadioMapDataset,
@@ -132,7 +154,8 @@ def measure(variant: str, params: Params, project: Path, work: Path, model: Late
         net = result.ema.ema_model.eval()
         with torch.no_grad():
             rows.append({"variant": variant, "kind": kind, "train_s": seconds,
-                         **score(model, net, cfg, test, from_bank)})
+                         **score(model, net, cfg, test, from_bank),
+                         **(other_t_mids(model, net, cfg, test) if from_bank else {})})
     return rows
 
 
@@ -140,15 +163,17 @@ def print_table(rows: list[dict], params: Params) -> None:
     cfg = params.flux
     print(f"served plan: t_mid {cfg.t_mid}, {cfg.tail_steps} tail call(s); control: {cfg.tail_steps} call(s) "
           f"from noise; {cfg.tail_tune.train.total_steps} fine-tuning steps; every test map x seeds {list(cfg.seeds)}")
+    others = [f"t{t}_nmse" for t in cfg.t_mids if t != cfg.t_mid]
     print(f"{'variant':<13} {'kind':<10} {'train s':>7} | {'NMSE':>7} {'median':>7} {'p90':>7} {'Tx-resp':>7} "
-          f"{'vs diff':>8} | {'car-resp':>8} {'cars NMSE':>9}")
+          f"{'vs diff':>8} | {'car-resp':>8} {'cars NMSE':>9} | " + " ".join(f"{key:>10}" for key in others))
     reference = {row["kind"]: row for row in rows if row["variant"] == "diffusion"}
     for row in rows:
         base = reference.get(row["kind"])
         change = f"{row['nmse'] / base['nmse'] - 1:+.1%}" if base else ""
         print(f"{row['variant']:<13} {row['kind']:<10} {row['train_s']:>7.0f} | {row['nmse']:>7.4f} "
               f"{row['median']:>7.4f} {row['p90']:>7.4f} {row['tx_response']:>7.3f} {change:>8} | "
-              f"{row['car_response']:>8.3f} {row['traffic_nmse']:>9.4f}")
+              f"{row['car_response']:>8.3f} {row['traffic_nmse']:>9.4f} | "
+              + " ".join(f"{row[key]:>10.4f}" if key in row else f"{'':>10}" for key in others))
 
 
 def _variant_name(name: str) -> str:
@@ -173,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     test = RadioMapDataset(project / DATASET_DIR, "test", condition.encodings)
     with torch.no_grad():
         untuned = [{"variant": "untuned", "kind": kind, "train_s": 0.0,
-                    **score(model, model.unet, params.flux, test, from_bank)}
+                    **score(model, model.unet, params.flux, test, from_bank),
+                    **(other_t_mids(model, model.unet, params.flux, test) if from_bank else {})}
                    for kind, from_bank in (("flux_tail", True), ("few_step", False))]
     rows = []
     with tempfile.TemporaryDirectory(prefix="tail-loss-") as work:

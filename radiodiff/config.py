@@ -221,11 +221,21 @@ class TailTuneConfig:
     """Dynamic conditional fine-tuning: a copy of the denoiser trained on the Flux tail only,
     fed with the static bank midpoints of the training scenes (the paper's third ingredient).
     `loss` is what it learns from (`TailLoss`): the objective's loss on the path, or the
-    served sampler's decoded maps scored by NMSE through the frozen VAE decoder."""
+    served sampler's decoded maps scored by NMSE through the frozen VAE decoder. The decoded
+    loss trains the served t_mid only; `path_loss_weight` adds that times the path loss at
+    every t_mid of the bank, which keeps the tail a denoiser for the others (and for tails of
+    more calls) at the cost of a second pass a step."""
 
     batch_size: int = 32
     loss: TailLoss = TailLoss.DIFFUSION
+    path_loss_weight: float = 0.0
     train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=400))
+
+    def __post_init__(self) -> None:
+        if not self.path_loss_weight >= 0:
+            raise ValueError(f"path_loss_weight must be >= 0, got {self.path_loss_weight}")
+        if self.path_loss_weight and self.loss is not TailLoss.DECODED:
+            raise ValueError("path_loss_weight adds to the decoded loss: set loss: decoded, or the weight to 0")
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,12 @@ def test_the_decoded_loss_runs_the_one_step_sampler_from_pure_noise(fixture, req
     assert torch.isfinite(loss) and len(seen) == 1 and (seen[0] == start).all()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     assert all(p.grad is None for p in model.vae.parameters())
+
+
+def test_the_control_adds_its_path_loss_with_the_tails_weight(dataset, vae_file, ldm_file):
+    model, _, _ = load_ldm(ldm_file[0], vae_file[0])
+    train = RadioMapDataset(dataset / "data", "train", CONDITION.encodings)
+    latents = LatentDataset(train, encode_dataset(model, train))
+    batch = torch.utils.data.default_collate([latents[i] for i in range(4)])
+    loss, parts = _decoded_loss_fn(model, 1, path_loss_weight=0.25)(model.unet, batch, 0, seeded_generator(0))
+    assert float(loss.detach()) == pytest.approx(parts["decoded_loss"] + 0.25 * parts["path_loss"], rel=1e-5)

@@ -23,6 +23,7 @@ from radiodiff.stages.evaluate import evaluate, headline, meets_claim, select_ma
 from radiodiff.flux import flux_plan, stage2_decode
 from radiodiff.metrics import nmse
 from radiodiff.options import TailLoss
+from radiodiff.stages.ldm import LatentDataset, encode_dataset
 from radiodiff.stages.tail import _decoded_loss_fn, bank_midpoints, decoded_nmse_loss, train_tail
 from radiodiff.training.rng import seeded_generator
 from tests.conftest import CONDITION, LOOP, randomised
@@ -313,3 +314,22 @@ def test_the_tail_tunes_on_the_decoded_loss(flux_setup, dataset, tmp_path):
     assert result.step == LOOP.total_steps and np.isfinite(result.train_loss)
     assert any(not torch.equal(a, b) for a, b in zip(result.ema.ema_model.state_dict().values(),
                                                      model.unet.state_dict().values()))
+
+
+def test_the_path_loss_weight_adds_the_latent_path_loss_to_the_decoded_one(flux_setup, dataset):
+    model, ldm_path, bank_dir, scenes, _ = flux_setup
+    model = dataclasses.replace(model, vae=copy.deepcopy(model.vae))
+    train = RadioMapDataset(dataset / "data", "train", CONDITION.encodings)
+    latents = LatentDataset(train, encode_dataset(model, train))
+    batch = torch.utils.data.default_collate([latents[i] for i in range(4)])
+    midpoints = bank_midpoints(model, ldm_path, bank_dir, FLUX, scenes.ids)
+    scene_row = {int(s): i for i, s in enumerate(scenes.ids)}
+    tune = TailTuneConfig(batch_size=4, loss=TailLoss.DECODED, path_loss_weight=0.5)
+    weighted = FluxConfig(**{**FLUX.__dict__, "tail_tune": tune})
+    loss, parts = _decoded_loss_fn(model, weighted, midpoints, scene_row)(model.unet, batch, 0, seeded_generator(0))
+    assert parts["path_loss"] > 0 and parts["decoded_loss"] > 0
+    assert float(loss.detach()) == pytest.approx(parts["decoded_loss"] + 0.5 * parts["path_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="adds to the decoded loss"):
+        TailTuneConfig(loss=TailLoss.DIFFUSION, path_loss_weight=0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        TailTuneConfig(loss=TailLoss.DECODED, path_loss_weight=-1.0)

@@ -50,16 +50,21 @@ def _loss_fn(model: LatentDiffusion):
     return loss_fn
 
 
-def _decoded_loss_fn(model: LatentDiffusion, steps: int):
+def _decoded_loss_fn(model: LatentDiffusion, steps: int, path_loss_weight: float = 0.0):
     """The decoded NMSE of the `steps`-call sampler from fresh noise (the tail's decoded loss
-    with the midpoint at pure noise)."""
+    with the midpoint at pure noise), plus `path_loss_weight` times the path loss (`_loss_fn`)."""
     times = full_plan(model.process, steps).tail
+    path_loss = _loss_fn(model) if path_loss_weight else None
     model.vae.requires_grad_(False)
 
     def loss_fn(unet, batch, step, generator):
         shape = batch["latent"].shape
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=batch["latent"].dtype)
-        return decoded_nmse_loss(model, unet, noise, times, batch["cond"], batch["gain"]), {}
+        loss = decoded_nmse_loss(model, unet, noise, times, batch["cond"], batch["gain"])
+        if path_loss is None:
+            return loss, {}
+        path, _ = path_loss(unet, batch, step, generator)
+        return loss + path_loss_weight * path, {"decoded_loss": float(loss.detach()), "path_loss": float(path.detach())}
 
     return loss_fn
 
@@ -86,7 +91,8 @@ def train_few_step(model: LatentDiffusion, cfg: FluxConfig, condition: Condition
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     latents = LatentDataset(train, encode_dataset(model, train))
     tune = cfg.tail_tune
-    loss_fn = _decoded_loss_fn(model, cfg.tail_steps) if tune.loss is TailLoss.DECODED else _loss_fn(model)
+    loss_fn = (_decoded_loss_fn(model, cfg.tail_steps, tune.path_loss_weight) if tune.loss is TailLoss.DECODED
+               else _loss_fn(model))
     return train_loop(
         model=copy.deepcopy(model.unet).train(), config=tune.train, log=log, progress=progress,
         loss_fn=loss_fn,

@@ -122,16 +122,23 @@ def _loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, s
 
 def _decoded_loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.Tensor, scene_row: dict[int, int]):
     """The served plan's decoded NMSE: each sample's static midpoint at the served t_mid (a random
-    seed of the bank's) through the tail's `tail_steps` calls and the frozen VAE decoder."""
+    seed of the bank's) through the tail's `tail_steps` calls and the frozen VAE decoder; plus
+    `tail_tune.path_loss_weight` times the path loss (`_loss_fn`) at every t_mid."""
     served = cfg.t_mids.index(cfg.t_mid)
-    midpoints = midpoints[served:served + 1].to(model.device)
+    served_midpoints = midpoints[served:served + 1].to(model.device)
     t_mids = torch.tensor([model.process.config_time(cfg.t_mid)], device=model.device)
     times = flux_plan(model.process, cfg.t_mid, cfg.prefix_steps, cfg.tail_steps).tail
+    weight = cfg.tail_tune.path_loss_weight
+    path_loss = _loss_fn(model, cfg, midpoints, scene_row) if weight else None
     model.vae.requires_grad_(False)
 
     def loss_fn(unet, batch, step, generator):
-        z_mid, _ = _pick_midpoints(batch, generator, t_mids, midpoints, scene_row)
-        return decoded_nmse_loss(model, unet, z_mid, times, batch["cond"], batch["gain"]), {}
+        z_mid, _ = _pick_midpoints(batch, generator, t_mids, served_midpoints, scene_row)
+        loss = decoded_nmse_loss(model, unet, z_mid, times, batch["cond"], batch["gain"])
+        if path_loss is None:
+            return loss, {}
+        path, _ = path_loss(unet, batch, step, generator)
+        return loss + weight * path, {"decoded_loss": float(loss.detach()), "path_loss": float(path.detach())}
 
     return loss_fn
 
