@@ -28,7 +28,7 @@ from radiodiff.metrics import nmse
 from radiodiff.options import TailLoss
 from radiodiff.stages.common import batched, dataset_digest, run_folder
 from radiodiff.stages.ldm import LatentDataset, encode_dataset
-from radiodiff.stages.tail import VAL_MAPS, decoded_nmse_loss, draw_path_times
+from radiodiff.stages.tail import VAL_MAPS, decoded_nmse_loss, draw_path_times, plus_path_loss
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import TrainResult, train_loop
 
@@ -61,10 +61,7 @@ def _decoded_loss_fn(model: LatentDiffusion, steps: int, path_loss_weight: float
         shape = batch["latent"].shape
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=batch["latent"].dtype)
         loss = decoded_nmse_loss(model, unet, noise, times, batch["cond"], batch["gain"])
-        if path_loss is None:
-            return loss, {}
-        path, _ = path_loss(unet, batch, step, generator)
-        return loss + path_loss_weight * path, {"decoded_loss": float(loss.detach()), "path_loss": float(path.detach())}
+        return plus_path_loss(loss, path_loss, path_loss_weight, unet, batch, step, generator)
 
     return loss_fn
 

@@ -90,6 +90,16 @@ def decoded_nmse_loss(model: LatentDiffusion, unet: torch.nn.Module, x_start: to
     return nmse(model.decode(latent, cond[:, 0]), gain).mean()
 
 
+def plus_path_loss(loss: torch.Tensor, path_loss, weight: float, unet, batch: dict, step: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """A decoded `loss` plus `weight` times `path_loss` (a loss function of the train loop's
+    form) on the same batch, with both parts to log; the decoded loss alone without one."""
+    if path_loss is None:
+        return loss, {}
+    path, _ = path_loss(unet, batch, step, generator)
+    return loss + weight * path, {"decoded_loss": float(loss.detach()), "path_loss": float(path.detach())}
+
+
 def _pick_midpoints(batch: dict, generator: torch.Generator, t_mids: torch.Tensor, midpoints: torch.Tensor,
                     scene_row: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sample's static midpoint of its own scene at a random t_mid and seed:
@@ -135,10 +145,7 @@ def _decoded_loss_fn(model: LatentDiffusion, cfg: FluxConfig, midpoints: torch.T
     def loss_fn(unet, batch, step, generator):
         z_mid, _ = _pick_midpoints(batch, generator, t_mids, served_midpoints, scene_row)
         loss = decoded_nmse_loss(model, unet, z_mid, times, batch["cond"], batch["gain"])
-        if path_loss is None:
-            return loss, {}
-        path, _ = path_loss(unet, batch, step, generator)
-        return loss + weight * path, {"decoded_loss": float(loss.detach()), "path_loss": float(path.detach())}
+        return plus_path_loss(loss, path_loss, weight, unet, batch, step, generator)
 
     return loss_fn
 
