@@ -54,17 +54,9 @@ class LatentDiffusion:
         return (cond.shape[0], self.vae.latent_channels, cond.shape[-2] // factor, cond.shape[-1] // factor)
 
     def denoise_fn(self, cond: torch.Tensor) -> DenoiseFn:
-        """The closure `(x_t, t) -> model output` a sampler loop calls, for condition `cond`.
-        The condition is encoded once, at the first call (under that call's grad mode and
-        autocast), and shared by the later ones: it is the same on the whole trajectory."""
-        features: list[list[torch.Tensor]] = []
-
-        def call(x_t: torch.Tensor, t) -> torch.Tensor:
-            if not features:
-                features.append(self.unet.encode_condition(cond))
-            return self.unet.denoise(x_t, t, features[0]).float()
-
-        return call
+        """The closure `(x_t, t) -> model output` a sampler loop calls, for condition `cond`
+        (`trajectory_denoiser` of the model's own network)."""
+        return trajectory_denoiser(self.unet, cond)
 
     def decode(self, latent: torch.Tensor, buildings: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled latent `[B, 3, h, w]` -> gain `[B, 1, H, W]` in [0, 1] (0 on `buildings`)."""
@@ -73,6 +65,21 @@ class LatentDiffusion:
     def encode(self, gain: torch.Tensor) -> torch.Tensor:
         """Gain `[B, 1, H, W]` in [0, 1] -> scaled posterior-mode latent."""
         return self.vae.encode(gain * 2.0 - 1.0).mode().float() * self.scale_factor
+
+
+def trajectory_denoiser(unet: ConditionalUNet, cond: torch.Tensor) -> DenoiseFn:
+    """The closure `(x_t, t) -> unet output` (float32) for one trajectory under `cond`. The
+    condition is encoded once, at the first call (under that call's grad mode and autocast), and
+    shared by the later ones: it is the same on the whole trajectory, and its encoder is about
+    half of a call."""
+    features: list[list[torch.Tensor]] = []
+
+    def call(x_t: torch.Tensor, t) -> torch.Tensor:
+        if not features:
+            features.append(unet.encode_condition(cond))
+        return unet.denoise(x_t, t, features[0]).float()
+
+    return call
 
 
 def initial_noise(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:

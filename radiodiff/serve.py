@@ -35,7 +35,7 @@ from radiodiff.data.resample import coverage, majority, upsample_gain
 from radiodiff.devices import resolve_device, resolve_precision
 from radiodiff.errors import UserError
 from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
-from radiodiff.generation import LatentDiffusion
+from radiodiff.generation import LatentDiffusion, trajectory_denoiser
 from radiodiff.models.unet import ConditionalUNet
 
 EXTRA_SEED_BASE = 1000  # sample k >= len(flux.seeds) uses seed 1000 + k (never in a built bank)
@@ -251,7 +251,7 @@ class FluxPredictor:
         """Gain `[Q, H, W]` of one sample: midpoints of the layouts, then one batched stage 2."""
         midpoints = self._midpoints(ids, layouts, seed, stats, to_store)[rows]
         cond = cond.to(self.model.device)
-        denoise_fn = None if self.tail is None else (lambda x, t: self.tail(x, t, cond))
+        denoise_fn = None if self.tail is None else trajectory_denoiser(self.tail, cond)
         return stage2_decode(self.model, midpoints, cond, self.plan, denoise_fn=denoise_fn)[:, 0]
 
     def _midpoints(self, ids: list[int], layouts: np.ndarray, seed: int, stats: Counter,

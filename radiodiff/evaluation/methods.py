@@ -21,7 +21,7 @@ from radiodiff.diffusion.sampling import network_calls
 from radiodiff.flux import (
     FluxPlan, flux_plan, full_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions,
 )
-from radiodiff.generation import LatentDiffusion
+from radiodiff.generation import LatentDiffusion, trajectory_denoiser
 from radiodiff.models.unet import ConditionalUNet
 from radiodiff.training.rng import seeded_generator
 
@@ -118,7 +118,7 @@ def tuned_few_step(kit: Toolkit, steps: int) -> Method:
     def run(seed, rows):
         cond = kit.condition(rows)
         return stage2_decode(kit.model, kit.start(seed, rows), cond, plan, generator=seeded_generator(seed),
-                             denoise_fn=lambda x, t: net(x, t, cond))
+                             denoise_fn=trajectory_denoiser(net, cond))
 
     return Method(f"{kit.model.process.name}_{steps}_tuned", "few_step_tuned", run, steps)
 
@@ -229,7 +229,7 @@ def _own_midpoint(kit: Toolkit, seed: int, rows: Sequence[int], plan: FluxPlan) 
 def _stage2(kit: Toolkit, midpoint: torch.Tensor, rows: Sequence[int], plan: FluxPlan,
             tail: ConditionalUNet | None) -> torch.Tensor:
     cond = kit.condition(rows)
-    denoise = (lambda x, t: tail(x, t, cond)) if tail is not None else None
+    denoise = trajectory_denoiser(tail, cond) if tail is not None else None
     return stage2_decode(kit.model, midpoint, cond, plan, denoise_fn=denoise)
 
 
