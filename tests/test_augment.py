@@ -99,17 +99,18 @@ def test_augmentation_keys_its_own_resume_folder(tmp_path):
 def test_the_ldm_encodes_every_variant(dataset, vae_file, monkeypatch):
     """Under augmentation the denoiser trains on each variant's own latent (a turned map's
     latent is not the turned latent), so the latents cover 8x the train maps."""
+    import radiodiff.stages.latents as latents_module
     import radiodiff.stages.ldm as ldm_stage
 
     encoded = {}
-    real_encode = ldm_stage.encode_dataset
+    real_encode = latents_module.encode_dataset
 
     def spy(model, data):
         encoded["latents"] = real_encode(model, data)
         encoded["maps"] = len(data)
         return encoded["latents"]
 
-    monkeypatch.setattr(ldm_stage, "encode_dataset", spy)
+    monkeypatch.setattr(latents_module, "encode_dataset", spy)
     cfg = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_base_channels=4),
                     diffusion=DiffusionConfig(num_steps=50), sample_steps=1,
                     data=replace(DATA, augment=Augmentation.DIHEDRAL), train=replace(LOOP, total_steps=2))

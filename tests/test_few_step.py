@@ -16,7 +16,7 @@ from radiodiff.errors import UserError
 from radiodiff.evaluation.methods import Toolkit, from_noise, tuned_few_step
 from radiodiff.stages.evaluate import select_maps
 from radiodiff.stages.few_step import _decoded_loss_fn, _loss_fn, train_few_step
-from radiodiff.stages.ldm import LatentDataset, encode_dataset
+from radiodiff.stages.latents import LatentDataset, encode_dataset
 from radiodiff.training.rng import seeded_generator
 from tests.conftest import CONDITION, LOOP, randomised
 from tests.test_flux_stages import EVALUATE

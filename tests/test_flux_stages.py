@@ -23,7 +23,7 @@ from radiodiff.stages.evaluate import evaluate, headline, meets_claim, select_ma
 from radiodiff.flux import flux_plan, stage2_decode
 from radiodiff.metrics import nmse
 from radiodiff.options import TailLoss
-from radiodiff.stages.ldm import LatentDataset, encode_dataset
+from radiodiff.stages.latents import LatentDataset, encode_dataset
 from radiodiff.stages.tail import _decoded_loss_fn, bank_midpoints, decoded_nmse_loss, train_tail
 from radiodiff.training.rng import seeded_generator
 from tests.conftest import CONDITION, LOOP, randomised

@@ -25,9 +25,9 @@ from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.flux import full_plan, scene_noise, stage2_decode
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
-from radiodiff.options import TailLoss
+from radiodiff.options import Augmentation, TailLoss
 from radiodiff.stages.common import batched, dataset_digest, run_folder
-from radiodiff.stages.ldm import LatentDataset, encode_dataset
+from radiodiff.stages.latents import train_latents
 from radiodiff.stages.tail import VAL_MAPS, decoded_nmse_loss, draw_path_times, plus_path_loss
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import TrainResult, train_loop
@@ -85,8 +85,7 @@ def train_few_step(model: LatentDiffusion, cfg: FluxConfig, condition: Condition
                    dataset_dir: Path, work_dir: Path, log, progress: bool = True) -> TrainResult:
     """Fine-tune a copy of `model.unet` on the path of its sampler at `cfg.tail_steps` steps
     with the tail's settings (`cfg.tail_tune`)."""
-    train = RadioMapDataset(dataset_dir, "train", condition.encodings)
-    latents = LatentDataset(train, encode_dataset(model, train))
+    latents = train_latents(model, dataset_dir, condition.encodings, Augmentation.NONE, work_dir)
     tune = cfg.tail_tune
     loss_fn = (_decoded_loss_fn(model, cfg.tail_steps, tune.path_loss_weight) if tune.loss is TailLoss.DECODED
                else _loss_fn(model))

@@ -12,7 +12,6 @@ from radiodiff.artifacts.denoiser import build_unet
 from radiodiff.artifacts.files import file_digest
 from radiodiff.artifacts.vae import load_vae
 from radiodiff.config import ConditionConfig, LDMConfig
-from radiodiff.data.augment import augmented
 from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.diffusion.losses import drop_condition_channels, energy_weights, traffic_weights
@@ -22,8 +21,9 @@ from radiodiff.flux import static_condition
 from radiodiff.generation import LatentDiffusion, generate
 from radiodiff.metrics import summarize, tx_response_ratio
 from radiodiff.options import LossWeighting
-from radiodiff.stages.common import batched, dataset_digest, predict_all, run_folder
+from radiodiff.stages.common import dataset_digest, predict_all, run_folder
 from radiodiff.stages.figures import comparison_figure, spread_indices
+from radiodiff.stages.latents import train_latents
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import StopFn, train_loop
 from radiodiff.training.rng import seeded_generator, seeded_init
@@ -32,27 +32,6 @@ KIND = "ldm"  # names its resume folders
 EVAL_BATCH = 64
 VAL_SAMPLES = 64  # the first validation maps, all their Tx: enough to measure the Tx response
 EVAL_SEED = 1234
-
-
-class LatentDataset(torch.utils.data.Dataset):
-    """A dataset of maps (`RadioMapDataset`, or its augmentation) whose items also carry the
-    sample's scaled VAE latent `[3, h, w]`."""
-
-    def __init__(self, base: torch.utils.data.Dataset, latents: torch.Tensor) -> None:
-        self.base, self.latents = base, latents
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, item: int) -> dict:
-        return {**self.base[item], "latent": self.latents[item]}
-
-
-def encode_dataset(model: LatentDiffusion, dataset: torch.utils.data.Dataset) -> torch.Tensor:
-    """Scaled posterior-mode latents of every sample, `[N, 3, h, w]` on the CPU (computed once on
-    the model's device, not per epoch; the training loader feeds them back batch by batch)."""
-    with torch.no_grad():
-        return torch.cat([model.encode(batch["gain"]).cpu() for batch in batched(dataset, EVAL_BATCH, device=model.device)])
 
 
 @dataclass(frozen=True)
@@ -119,8 +98,7 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
         unet = build_unet(cfg, condition.channels, vae.latent_channels, device)
     bundle = lambda net: LatentDiffusion(net, vae, process, scale)  # noqa: E731
     # Under augmentation every variant is encoded: a turned map's latent is not the turned latent.
-    train = augmented(RadioMapDataset(dataset_dir, "train", condition.encodings), cfg.data.augment)
-    latents = LatentDataset(train, encode_dataset(bundle(unet), train))
+    latents = train_latents(bundle(unet), dataset_dir, condition.encodings, cfg.data.augment, work_dir)
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
 
     def val_fn(current, step):

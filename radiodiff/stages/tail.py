@@ -42,10 +42,10 @@ from radiodiff.errors import UserError
 from radiodiff.flux import flux_plan, scene_noise, stage1_midpoint, stage2_decode, static_conditions
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import nmse
-from radiodiff.options import TailLoss
+from radiodiff.options import Augmentation, TailLoss
 from radiodiff.stages.bank import load_scenes
 from radiodiff.stages.common import batched, dataset_digest, run_folder
-from radiodiff.stages.ldm import LatentDataset, encode_dataset
+from radiodiff.stages.latents import train_latents
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.loop import TrainResult, train_loop
 
@@ -169,10 +169,9 @@ def _val_fn(model: LatentDiffusion, cfg: FluxConfig, val: RadioMapDataset):
 def train_tail(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConfig, *, ldm_path: Path,
                dataset_dir: Path, bank_dir: Path, work_dir: Path, log, progress: bool = True) -> TrainResult:
     """Fine-tune a copy of `model.unet` on the tails of the train split's bank midpoints."""
-    train = RadioMapDataset(dataset_dir, "train", condition.encodings)
     scene_ids = load_scenes(dataset_dir, ["train"]).ids
     midpoints = bank_midpoints(model, ldm_path, bank_dir, cfg, scene_ids)
-    latents = LatentDataset(train, encode_dataset(model, train))
+    latents = train_latents(model, dataset_dir, condition.encodings, Augmentation.NONE, work_dir)
     tune = cfg.tail_tune
     make_loss = _decoded_loss_fn if tune.loss is TailLoss.DECODED else _loss_fn
     return train_loop(
