@@ -28,8 +28,9 @@ def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ..
               models_dir: Path, bank_dir: Path, device, precision):
     """The served denoiser's toolkit (with its tuned tail), each of the `alternatives`
     objectives' on the same maps (labelling its Flux rows with its objective: flux_kc_...,
-    flux_flow_...), each with its copy tuned on its one-step sampler, and the traffic pairs of the same layouts (None without traffic samples),
-    on `device` at `precision`."""
+    flux_flow_...), each with its copy tuned on its one-step sampler, the traffic pairs of the
+    same layouts (None without traffic samples) and the edited banked layouts of `new_layout`
+    (None with `edited_scenes` 0), on `device` at `precision`."""
     import dataclasses
 
     from radiodiff.artifacts.denoiser import load_few_step, load_ldm, load_tail
@@ -60,7 +61,14 @@ def _toolkits(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str, ..
         few_step = load_few_step(_few_step_file(files, name), path, alt_model)
         others.append(dataclasses.replace(kit, model=alt_model, ldm_path=path, tail=None, banks={}, label=name,
                                           few_step=few_step))
-    return kit, tuple(others), traffic
+    edited = None
+    if cfg.edited_scenes:
+        from radiodiff.evaluation.edited_layouts import edited_maps, edited_originals
+
+        train = RadioMapDataset(dataset_dir, "train", condition.encodings)
+        edited = edited_maps(edited_originals(train.index, cfg.edited_scenes), cfg.edit_shares,
+                             int(maps.cond.shape[-1]), condition.encodings)
+    return kit, tuple(others), traffic, edited
 
 
 def _few_step_file(files: ModelFiles, objective: str) -> Path:
@@ -101,7 +109,7 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str
 
     device = devices.resolve_device(cfg.device)
     precision = devices.resolve_precision(cfg.precision, device)
-    kit, others, traffic = _toolkits(flux, cfg, tuple(alternatives), Path(dataset_dir), Path(models_dir),
+    kit, others, traffic, edited = _toolkits(flux, cfg, tuple(alternatives), Path(dataset_dir), Path(models_dir),
                                      Path(bank_dir), device, precision)
     baseline, _ = load_baseline(ModelFiles(Path(models_dir)).baseline, device)
 
@@ -111,7 +119,8 @@ def evaluate_flow(flux: FluxConfig, cfg: EvaluateConfig, alternatives: tuple[str
 
     with tracking.stage_run("evaluate", {"flux": flux, "evaluate": cfg}) as run:
         started = time.perf_counter()
-        result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), others=others, traffic=traffic)
+        result = evaluate(kit, cfg, run_baseline, dataset_dir=Path(dataset_dir), others=others, traffic=traffic,
+                          edited=edited)
         result.headline["evaluate_seconds"] = time.perf_counter() - started
         per_method = {row["method"]: {k: row[k] for k in TABLE_COLUMNS}
                       for row in result.table.to_dict(orient="records")}

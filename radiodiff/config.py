@@ -298,6 +298,10 @@ class EvaluateConfig:
     # sampler with this many steps, beside the full T-step trajectory.
     reference_steps: int = 100
     traffic_per_scene: int = 2  # traffic pairs (same Tx, with and without cars) per evaluated layout
+    # new_layout's distance axis: `edited_scenes` banked (train) layouts, each with these shares of
+    # its building area removed, as layouts the bank has never seen (0 scenes: none)
+    edited_scenes: int = 4
+    edit_shares: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
     device: str = "auto"  # where every method runs (radiodiff.devices)
     precision: Precision = Precision.FP32  # autocast of the samplers and the baseline
 
@@ -306,6 +310,11 @@ class EvaluateConfig:
         if self.reference_steps < 1 or self.traffic_per_scene < 0:
             raise ValueError(f"need reference_steps >= 1 and traffic_per_scene >= 0, got {self.reference_steps}, "
                              f"{self.traffic_per_scene}")
+        if self.edited_scenes < 0 or not all(0.0 < share <= 1.0 for share in self.edit_shares):
+            raise ValueError(f"need edited_scenes >= 0 and every edit share in (0, 1], got {self.edited_scenes}, "
+                             f"{list(self.edit_shares)}")
+        if self.edited_scenes and not self.edit_shares:
+            raise ValueError("evaluate.edit_shares is empty: give at least one share, or set edited_scenes: 0")
 
 
 @dataclass(frozen=True)

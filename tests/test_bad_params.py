@@ -144,6 +144,8 @@ def test_an_unknown_key_beside_any_setting_is_refused(leaf, key):
     (b"\xff\xfeprepare: 1", "not valid YAML"),
     ("prepare: !!python/object/apply:os.getcwd []\n", "not valid YAML"),
     ("flux: {nearest_max_distance: -1}\n", "nearest_max_distance must be in [0, 1]"),
+    ("evaluate: {edit_shares: [0.5, 1.5]}\n", "every edit share in (0, 1]"),
+    ("evaluate: {edited_scenes: 2, edit_shares: []}\n", "edit_shares is empty"),
     ("prepare: " + "[" * 5000 + "]" * 5000 + "\n", "params.yaml"),  # nesting past the parser's stack
 ])
 def test_params_mistakes_found_by_the_properties(text, fragment):

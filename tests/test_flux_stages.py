@@ -14,6 +14,7 @@ from radiodiff.bank import MidpointBank
 from radiodiff.config import EvaluateConfig, FluxConfig, TailTuneConfig
 from radiodiff.data.dataset import RadioMapDataset
 from radiodiff.errors import UserError
+from radiodiff.evaluation.edited_layouts import edited_maps, edited_originals
 from radiodiff.evaluation.methods import Toolkit
 from radiodiff.evaluation.scenarios import select_traffic
 from radiodiff.artifacts.denoiser import load_ldm, load_tail, save_tail
@@ -88,8 +89,10 @@ def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     assert len(traffic.maps) == 4 and traffic.cond[:2, 2].eq(0).all() and traffic.cond[2:, 2].gt(0).any()
     kit = Toolkit(model, maps, FLUX, ldm_path, bank_dir, None,
                   frozenset(load_scenes(dataset / "data", ["test"]).ids.tolist()), CONDITION.encodings)
+    train = RadioMapDataset(dataset / "data", "train", CONDITION.encodings)
+    edited = edited_maps(edited_originals(train.index, 1), (0.2, 1.0), int(maps.cond.shape[-1]), CONDITION.encodings)
     result = evaluate(kit, EVALUATE, lambda cond: cond[:, :1] * 0.5, dataset_dir=dataset / "data", traffic=traffic,
-                      progress=False)
+                      edited=edited, progress=False)
     table = result.table.set_index("method")
     expected = {"ddpm_full", "ddim_10", "ddim_1", "ddim_3", "flux_t30_tail1", "flux_t30_tail2", "flux_t10_tail1",
                 "control_t30_tail1", "flux_nearest_t10_tail1", "flux_nearest_any_t30_tail1", "flux_cell_t30_tail1",
@@ -134,7 +137,10 @@ def test_evaluate_runs_every_method_on_the_same_maps(flux_setup, dataset):
     assert {"traffic_flux_car_response", "traffic_t100_car_response", "new_layout_maps",
             "new_layout_cold_paths"} <= set(result.headline)
     assert result.headline["flux_meets_claim"] <= result.headline["flux_counts"]
-    assert result.new_layout["maps"].sum() == len(maps.maps)
+    # the edited banked layouts join the test layouts on the distance axis, all within this bound of 1
+    assert result.new_layout["maps"].sum() == len(maps.maps) + 2 and result.new_layout["edited_maps"].sum() == 2
+    assert head["new_layout_edited_maps"] == 2 and head["new_layout_maps_within_bound"] == len(maps.maps) + 2
+    assert head["new_layout_cold_paths"] == 0 and np.isfinite(head["new_layout_nearest_vs_own_within"])
 
 
 def _table(flux_nmse_loss: float, full_tx_response: float) -> pd.DataFrame:

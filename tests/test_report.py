@@ -29,6 +29,13 @@ def test_the_report_quotes_the_metrics_and_tables_it_is_given(tmp_path):
     assert "| baseline | 0 | 0.0158 | 0.9300 |" in text  # no interval where the table has none
     assert "[test maps: truth beside each method](../plots/evaluate_samples.png)" in text
     assert "By scenario" not in text and "prepare" not in text  # what the run did not write is not invented
+    assert "new_layout: nearest-layout reuse" not in text
+    (plots / "evaluate_new_layout.csv").write_text(
+        "distance_from,distance_to,maps,edited_maps,own_nmse,nearest_nmse,served_nmse,nearest_vs_own\n"
+        "0.0,0.075,3,3,0.0061,0.0062,0.0062,0.0164\n0.3,inf,4,0,0.018,0.0181,0.018,0.0055\n")
+    text = render_report(metrics, plots, run={"code": "abc123"})
+    assert "| 0.0000 | 0.0750 | 3 | 3 | 0.0061 | 0.0062 | 0.0164 | 0.0062 |" in text
+    assert "| 0.3000 | - | 4 | 0 | 0.0180 | 0.0181 | 0.0055 | 0.0180 |" in text
 
 
 def test_the_report_names_its_commit_dirty_only_for_a_change_besides_itself(tmp_path, monkeypatch):

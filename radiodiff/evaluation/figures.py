@@ -75,10 +75,13 @@ def consistency_figure(rows: pd.DataFrame, time_range: tuple[float, float]):
     return figure
 
 
-def new_layout_figure(distances: np.ndarray, own_nmse: np.ndarray, nearest_nmse: np.ndarray, bound: float):
+def new_layout_figure(distances: np.ndarray, own_nmse: np.ndarray, nearest_nmse: np.ndarray, bound: float,
+                      edited: np.ndarray | None = None):
     """Per evaluated map: NMSE change of serving the nearest banked layout's midpoint instead of
     the layout's own, against the layout-embedding distance to that neighbour; the serving
-    bound (`flux.nearest_max_distance`) as a vertical line, beyond which the cold path is taken."""
+    bound (`flux.nearest_max_distance`) as a vertical line, beyond which the cold path is taken.
+    `edited` (bool per map) marks the banked layouts with buildings removed apart from the test
+    layouts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +89,11 @@ def new_layout_figure(distances: np.ndarray, own_nmse: np.ndarray, nearest_nmse:
 
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     change = 100.0 * (nearest_nmse / np.maximum(own_nmse, 1e-12) - 1.0)
-    axis.scatter(distances, change, s=14, color="tab:purple", alpha=0.7)
+    edited = np.zeros(len(distances), bool) if edited is None else np.asarray(edited, bool)
+    axis.scatter(distances[~edited], change[~edited], s=14, color="tab:purple", alpha=0.7, label="test layouts")
+    if edited.any():
+        axis.scatter(distances[edited], change[edited], s=18, marker="^", color="tab:orange", alpha=0.8,
+                     label="banked layouts, buildings removed")
     axis.axvline(bound, color="black", linestyle="--", linewidth=1, label=f"bound {bound:g}: cold path beyond")
     axis.axhline(0.0, color="gray", linewidth=0.8)
     axis.set_xlabel("distance to the nearest banked layout (layout embedding, RMS)")

@@ -47,7 +47,7 @@ class Method:
 
     name: str
     family: str  # full | reference | ddim | decoupled | flux | flux_tuned | flux_nearest | flux_nearest_any |
-    # flux_cell | control | baseline | few_step_tuned (a sampler of a denoiser fine-tuned on it),
+    # flux_cold | flux_cell | control | baseline | few_step_tuned (a sampler of a denoiser fine-tuned on it),
     # flow | flow_heun (two calls a step) | the Flux families of another objective's model suffixed with its label (flux_kc, flux_flow)
     run: RunFn
     unet_calls: int
@@ -136,6 +136,18 @@ def flux_hit(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Metho
 
     family = kit.family("flux_tuned" if tuned else "flux")
     return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, tail_steps, t_mid, tail_steps)
+
+
+def flux_cold(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool) -> Method:
+    """Stage 1 run now from the layout's own static condition, then the tail: the cold path,
+    and what a bank hit gives for a layout the bank does not hold (family `flux_cold`)."""
+    plan = kit.plan(t_mid, tail_steps)
+
+    def run(seed, rows):
+        return _stage2(kit, _own_midpoint(kit, seed, rows, plan), rows, plan, kit.tail if tuned else None)
+
+    family = kit.family("flux_cold")
+    return Method(f"{family}_t{t_mid}_tail{tail_steps}", family, run, plan.prefix_calls + tail_steps, t_mid, tail_steps)
 
 
 def flux_nearest(kit: Toolkit, t_mid: int, tail_steps: int, *, tuned: bool, any_distance: bool = False) -> Method:

@@ -45,6 +45,10 @@ HEADLINE = (("flux_nmse", "served Flux NMSE"), ("flux_ssim", "served Flux SSIM")
             ("traffic_flux_car_response", "traffic: served Flux car-response"),
             ("traffic_t100_car_response", "traffic: T = 100 reference car-response"),
             ("traffic_vae_car_response", "traffic: car-response of the VAE's reconstruction (any latent method's ceiling)"),
+            ("new_layout_maps_within_bound", "new_layout: maps within the lookup's distance bound"),
+            ("new_layout_nearest_vs_own_within", "new_layout: nearest layout's midpoint vs own within the bound, "
+                                                 "NMSE change"),
+            ("new_layout_cold_paths", "new_layout: cold paths taken (per seed)"),
             ("flux_counts", "Flux counts (reference follows Tx >= 0.8 and cars >= 0.5)"),
             ("flux_meets_claim", "meets the paper's claim (>= 50x, <= 2% NMSE loss)"))
 METHOD_COLUMNS = (("method", "method"), ("unet_calls_per_map", "calls"), ("nmse", "NMSE"), ("nmse_median", "median"),
@@ -53,6 +57,10 @@ METHOD_COLUMNS = (("method", "method"), ("unet_calls_per_map", "calls"), ("nmse"
 SCENARIO_COLUMNS = (("scenario", "scenario"), ("method", "method"), ("reuse_ratio", "R"), ("unet_calls_per_map", "calls"),
                     ("nmse", "NMSE"), ("ssim", "SSIM"), ("tx_response", "Tx-resp."), ("car_response", "car-resp."),
                     ("ms_per_map_b1", "ms/map b1"), ("speedup_t100_b1", "x T=100"), ("counts", "counts"))
+NEW_LAYOUT_COLUMNS = (("distance_from", "distance from"), ("distance_to", "to"), ("maps", "maps"),
+                      ("edited_maps", "of them edited"), ("own_nmse", "own midpoint NMSE"),
+                      ("nearest_nmse", "nearest layout's"), ("nearest_vs_own", "change"),
+                      ("served_nmse", "served (cold path beyond the bound)"))
 FIGURES = (("evaluate_samples.png", "test maps: truth beside each method"),
            ("evaluate_tradeoff.png", "NMSE against ms per map, every method"),
            ("evaluate_traffic.png", "traffic: the same Tx with and without cars"),
@@ -141,10 +149,40 @@ def render_report(metrics_dir: Path, plots_dir: Path, *, run: Mapping[str, str],
                   "R is the share of the sampler's steps served from the cached midpoint; a Flux row counts only"
                   " where the reference follows the Tx (>= 0.8) and the cars (>= 0.5).", ""]
         lines += _table(scenarios, SCENARIO_COLUMNS, cell=_nmse_with_interval)
+    bands = _read_csv(plots_dir / "evaluate_new_layout.csv")
+    if bands:
+        lines += ["", "## new_layout: nearest-layout reuse against distance", "",
+                  "Per band of distance to the nearest banked layout (the layout embedding's RMS occupancy"
+                  " difference), at the served t_mid: NMSE from the layout's own static midpoint, from the"
+                  " nearest banked layout's, and what is served (the nearest within"
+                  f" `flux.nearest_max_distance` = {_number(head.get('new_layout_bound'))}, else the cold path)."
+                  " Edited maps are banked layouts with a share of their buildings removed; the truth is the"
+                  " simulator's.", ""]
+        lines += _table(bands, NEW_LAYOUT_COLUMNS, cell=lambda row, key: None)
     shown = [(name, what) for name, what in FIGURES if (plots_dir / name).is_file()]
     if shown:
         lines += ["", "## Figures", ""] + [f"- [{what}]({figures_link}/{name})" for name, what in shown]
     return "\n".join(lines) + "\n"
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV file, whole numbers as int and other numbers as float; [] when the file
+    is absent."""
+    if not path.is_file():
+        return []
+    import csv
+
+    with open(path, newline="") as handle:
+        return [{key: _maybe_number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def _maybe_number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _nmse_with_interval(row: Mapping[str, Any], key: str) -> str | None:

@@ -24,11 +24,14 @@ import pandas as pd
 import torch
 
 from radiodiff.data.dataset import RadioMapDataset
-from radiodiff.evaluation.methods import MapSet, Method, Toolkit, control, flux_hit, from_noise, supervised
+from radiodiff.evaluation.methods import (
+    MapSet, Method, Toolkit, control, flux_cold, flux_hit, flux_nearest, from_noise, supervised,
+)
 from radiodiff.generation import LatentDiffusion
 from radiodiff.metrics import car_response_ratio, nmse, psnr, rmse, ssim, tx_response_ratio
 
 SCENARIOS = ("tx_moved", "traffic", "new_layout")
+EDITED_FAMILIES = ("flux_cold", "flux_nearest_any", "flux_nearest")  # own midpoint, nearest at any distance, served
 MIN_CAR_RESPONSE = 0.5  # a Flux row counts only where the reference trajectory sees the cars this much
 
 
@@ -148,12 +151,32 @@ def nearest_distances(kit: Toolkit, t_mid: int, seed: int) -> np.ndarray:
     return np.array([by_scene[scene] for scene in kit.maps.maps])
 
 
+def edited_methods(kit: Toolkit) -> list[Method]:
+    """What `new_layout` runs on layouts the bank does not hold (`kit.maps` of
+    `edited_layouts.edited_maps`), at the served t_mid and tail: the layout's own midpoint computed
+    now, the nearest banked layout's at any distance, and the served policy (the nearest within
+    `flux.nearest_max_distance`, else the cold path), in the order of `EDITED_FAMILIES`."""
+    flux = kit.flux
+    tuned = kit.tail is not None and flux.use_tuned_tail
+    return [flux_cold(kit, flux.t_mid, flux.tail_steps, tuned=tuned),
+            flux_nearest(kit, flux.t_mid, flux.tail_steps, tuned=tuned, any_distance=True),
+            flux_nearest(kit, flux.t_mid, flux.tail_steps, tuned=tuned)]
+
+
+def nmse_score(pred: torch.Tensor, maps: MapSet) -> dict[str, float]:
+    """Mean NMSE of `pred` against `maps`: the one score of maps that are each their layout's only one."""
+    return {"nmse": float(nmse(pred, maps.gain).mean())}
+
+
 def new_layout_summary(distances: np.ndarray, own_nmse: np.ndarray, nearest_nmse: np.ndarray,
-                       served_nmse: np.ndarray, bound: float) -> tuple[dict[str, float], pd.DataFrame]:
+                       served_nmse: np.ndarray, bound: float, edited: np.ndarray | None = None
+                       ) -> tuple[dict[str, float], pd.DataFrame]:
     """Where nearest-layout reuse holds and where it breaks, from per-map NMSE (mean over seeds)
     of the layout's own midpoint, the nearest layout's at any distance, and the served policy
     (nearest within `bound`, else the cold path). Returns headline figures and one row per
-    distance band (within half the bound, within the bound, within twice, beyond)."""
+    distance band (within half the bound, within the bound, within twice, beyond), with how many
+    of its maps are `edited` ones (bool per map: banked layouts with buildings removed)."""
+    edited = np.zeros(len(distances), bool) if edited is None else np.asarray(edited, bool)
     within = distances <= bound
     summary = {"new_layout_bound": bound, "new_layout_maps": float(len(distances)),
                "new_layout_maps_within_bound": float(within.sum()),
@@ -175,6 +198,7 @@ def new_layout_summary(distances: np.ndarray, own_nmse: np.ndarray, nearest_nmse
         if not band.any():
             continue
         rows.append({"distance_from": low, "distance_to": high, "maps": int(band.sum()),
+                     "edited_maps": int((band & edited).sum()),
                      "own_nmse": float(own_nmse[band].mean()), "nearest_nmse": float(nearest_nmse[band].mean()),
                      "served_nmse": float(served_nmse[band].mean()),
                      "nearest_vs_own": float(nearest_nmse[band].mean() / own_nmse[band].mean() - 1.0)})

@@ -32,8 +32,8 @@ from radiodiff.evaluation.methods import (
     MapSet, Method, Toolkit, control, flux_cell, flux_hit, flux_nearest, from_noise, supervised, tuned_few_step,
 )
 from radiodiff.evaluation.scenarios import (
-    MIN_CAR_RESPONSE, autoencoder_car_response, chosen_layouts, load_rows, nearest_distances, new_layout_summary,
-    reuse_columns, static_rows, traffic_methods, traffic_scores,
+    EDITED_FAMILIES, MIN_CAR_RESPONSE, autoencoder_car_response, chosen_layouts, edited_methods, load_rows,
+    nearest_distances, new_layout_summary, nmse_score, reuse_columns, static_rows, traffic_methods, traffic_scores,
 )
 from radiodiff.evaluation.stats import interval, relative_loss
 from radiodiff.evaluation.timing import time_interleaved
@@ -388,10 +388,11 @@ class EvaluateResult:
 
 
 def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, others: Sequence[Toolkit] = (),
-             traffic: MapSet | None = None, progress: bool = True) -> EvaluateResult:
+             traffic: MapSet | None = None, edited: MapSet | None = None, progress: bool = True) -> EvaluateResult:
     """Run everything in one process: the `tx_moved` methods on `kit.maps` (accuracy over seeds,
     batch-1 timings), the `traffic` methods on the `traffic` pairs when given
-    (`scenarios.select_traffic` of the same layouts), the `new_layout` analysis, simulator
+    (`scenarios.select_traffic` of the same layouts), the `new_layout` analysis (on the test
+    layouts and, when given, the `edited` layouts of `edited_layouts.edited_maps`), simulator
     timing, consistency over t, figures. `others` are the other objectives' models on the same
     maps (see `build_methods`)."""
     import dataclasses
@@ -416,9 +417,17 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     missing = {m.name for m in traffic_list} - {m.name for m in methods}
     assert not missing, f"traffic methods absent from the main run: {sorted(missing)}"
     seeds = kit.flux.seeds
-    bar = Progress((len(methods) + len(traffic_list)) * len(seeds), "evaluate", unit="method", enabled=progress)
+    edited_count = len(EDITED_FAMILIES) if edited is not None else 0
+    bar = Progress((len(methods) + len(traffic_list) + edited_count) * len(seeds), "evaluate", unit="method",
+                   enabled=progress)
     step = lambda name, seed: bar.update(last=name, seed=seed)  # noqa: E731
     accuracy = run_accuracy(methods, kit.maps, seeds, step)
+    edited_kit = dataclasses.replace(kit, maps=edited) if edited is not None else None
+    edited_run, edited_names = None, ()
+    if edited_kit is not None:
+        edited_list = edited_methods(edited_kit)
+        edited_names = tuple(m.name for m in edited_list)
+        edited_run = run_accuracy(edited_list, edited, seeds, step, score=nmse_score, metrics=("nmse",))
     traffic_run = run_accuracy(traffic_list, traffic, seeds, step, score=traffic_scores,
                                metrics=METRICS + ("car_response",)) if traffic_list else None
     bar.close()
@@ -446,10 +455,21 @@ def evaluate(kit: Toolkit, cfg: EvaluateConfig, baseline, *, dataset_dir: Path, 
     if near and anywhere:
         distances = nearest_distances(kit, kit.flux.t_mid, seeds[0])
         own, forced, policy = (accuracy.per_map_nmse[name].mean(axis=0) for name in (served, anywhere, near))
-        summary, bands = new_layout_summary(distances, own, forced, policy, kit.flux.nearest_max_distance)
+        cold_paths = accuracy.bank_counts[near]["miss"] / len(seeds)
+        is_edited = np.zeros(len(distances), bool)
+        if edited_run is not None:
+            head["new_layout_edited_maps"] = float(len(edited.maps))
+            distances = np.concatenate([distances, nearest_distances(edited_kit, kit.flux.t_mid, seeds[0])])
+            own, forced, policy = (np.concatenate([values, edited_run.per_map_nmse[name].mean(axis=0)])
+                                   for values, name in zip((own, forced, policy), edited_names))
+            cold_paths += edited_run.bank_counts[edited_names[2]]["miss"] / len(seeds)
+            is_edited = np.concatenate([is_edited, np.ones(len(edited.maps), bool)])
+        summary, bands = new_layout_summary(distances, own, forced, policy, kit.flux.nearest_max_distance,
+                                            edited=is_edited)
         head |= summary
-        head["new_layout_cold_paths"] = float(accuracy.bank_counts[near]["miss"] / len(seeds))
-        figures["evaluate_new_layout.png"] = new_layout_figure(distances, own, forced, kit.flux.nearest_max_distance)
+        head["new_layout_cold_paths"] = float(cold_paths)
+        figures["evaluate_new_layout.png"] = new_layout_figure(distances, own, forced, kit.flux.nearest_max_distance,
+                                                               edited=is_edited)
     shown = spread_indices(len(kit.maps.maps), 4)
     columns = {"DDPM full": "ddpm_full", "DDIM-5": "ddim_5", "decoupled-5": "decoupled_5", "flow-5": "flow_5",
                "Flux": served, "baseline": "baseline"}
