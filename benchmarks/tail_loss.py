@@ -24,7 +24,9 @@ every test map, the first seed). The `untuned` rows are the denoiser itself. Var
 - decoded: the served maps' NMSE through the frozen VAE decoder, at params' lr (1e-3 in the
   default profile);
 - decoded_path: the decoded loss plus 0.1 times the path loss at every t_mid of the bank
-  (`tail_tune.path_loss_weight`), which also keeps the tail trained for the other t_mids.
+  (`tail_tune.path_loss_weight`), which also keeps the tail trained for the other t_mids;
+- decoded_path_lr2x / decoded_path_w0.3: the same at twice the default lr (2e-3), and with 0.3
+  times the path loss.
 
 Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
 """
@@ -72,6 +74,8 @@ VARIANTS: dict[str, Variant] = {
     "diffusion_lr": _with(TailLoss.DIFFUSION),
     "decoded": _with(TailLoss.DECODED),
     "decoded_path": _with(TailLoss.DECODED, path_loss_weight=0.1),
+    "decoded_path_lr2x": _with(TailLoss.DECODED, lr=2.0e-3, path_loss_weight=0.1),
+    "decoded_path_w0.3": _with(TailLoss.DECODED, path_loss_weight=0.3),
 }
 
 
@@ -164,13 +168,13 @@ def print_table(rows: list[dict], params: Params) -> None:
     print(f"served plan: t_mid {cfg.t_mid}, {cfg.tail_steps} tail call(s); control: {cfg.tail_steps} call(s) "
           f"from noise; {cfg.tail_tune.train.total_steps} fine-tuning steps; every test map x seeds {list(cfg.seeds)}")
     others = [f"t{t}_nmse" for t in cfg.t_mids if t != cfg.t_mid]
-    print(f"{'variant':<13} {'kind':<10} {'train s':>7} | {'NMSE':>7} {'median':>7} {'p90':>7} {'Tx-resp':>7} "
+    print(f"{'variant':<17} {'kind':<10} {'train s':>7} | {'NMSE':>7} {'median':>7} {'p90':>7} {'Tx-resp':>7} "
           f"{'vs diff':>8} | {'car-resp':>8} {'cars NMSE':>9} | " + " ".join(f"{key:>10}" for key in others))
     reference = {row["kind"]: row for row in rows if row["variant"] == "diffusion"}
     for row in rows:
         base = reference.get(row["kind"])
         change = f"{row['nmse'] / base['nmse'] - 1:+.1%}" if base else ""
-        print(f"{row['variant']:<13} {row['kind']:<10} {row['train_s']:>7.0f} | {row['nmse']:>7.4f} "
+        print(f"{row['variant']:<17} {row['kind']:<10} {row['train_s']:>7.0f} | {row['nmse']:>7.4f} "
               f"{row['median']:>7.4f} {row['p90']:>7.4f} {row['tx_response']:>7.3f} {change:>8} | "
               f"{row['car_response']:>8.3f} {row['traffic_nmse']:>9.4f} | "
               + " ".join(f"{row[key]:>10.4f}" if key in row else f"{'':>10}" for key in others))
