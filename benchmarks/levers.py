@@ -24,7 +24,9 @@ shows what it does to both models. Levers (`LEVERS`):
 - cond_wide: twice the condition encoder's channels, the path the car shadow takes into the UNet;
 - kc / flow: the other objectives (their own samplers stand in for DDIM), to try a lever on them;
 - no_car_shadow: the condition without its car-shadow channel (the Tx-to-pixel car crossing);
-- no_augment: the denoiser and the baseline on the train maps as prepared, not their 8 turns.
+- no_augment: the denoiser and the baseline on the train maps as prepared, not their 8 turns;
+- half_batch: half the batch (16) for twice the steps: the same maps seen with twice the updates;
+  half_batch_time: for 1.5x the steps, about the control's training time on the demo's CPU.
 
 A lever spelled `a+b` applies both (`lr_high+energy`). Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
 """
@@ -71,6 +73,17 @@ def _lr(factor: float) -> Lever:
                                                                                    lr=factor * cfg.train.optim.lr))))
 
 
+def _half_batch(steps_factor: float) -> Lever:
+    """Half the batch for `steps_factor` times the steps (the warm-up and EMA start stay in steps:
+    the other objectives derive their runs from these)."""
+    def change(cfg: LDMConfig) -> LDMConfig:
+        train = cfg.train
+        steps = round(steps_factor * train.total_steps)
+        return replace(cfg, data=replace(cfg.data, batch_size=cfg.data.batch_size // 2),
+                       train=replace(train, total_steps=steps, val_every=steps // 2, checkpoint_every=steps // 2))
+    return _on_ldm(change)
+
+
 def _no_augment(params: Params) -> Params:
     def plain(data):
         return replace(data, augment=Augmentation.NONE)
@@ -102,6 +115,8 @@ LEVERS: dict[str, Lever] = {
     "flow": _on_ldm(lambda cfg: replace(cfg, diffusion=replace(cfg.diffusion, prediction=Prediction.FLOW))),
     "no_car_shadow": _without_encoding(TxEncoding.CAR_SHADOW),
     "no_augment": _no_augment,
+    "half_batch": _half_batch(2.0),
+    "half_batch_time": _half_batch(1.5),
 }
 
 
