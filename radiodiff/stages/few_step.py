@@ -85,7 +85,8 @@ def train_few_step(model: LatentDiffusion, cfg: FluxConfig, condition: Condition
                    dataset_dir: Path, work_dir: Path, log, progress: bool = True) -> TrainResult:
     """Fine-tune a copy of `model.unet` on the path of its sampler at `cfg.tail_steps` steps
     with the tail's settings (`cfg.tail_tune`)."""
-    latents = train_latents(model, dataset_dir, condition.encodings, Augmentation.NONE, work_dir)
+    digest = dataset_digest(dataset_dir)
+    latents = train_latents(model, dataset_dir, condition.encodings, Augmentation.NONE, work_dir, dataset_key=digest)
     tune = cfg.tail_tune
     loss_fn = (_decoded_loss_fn(model, cfg.tail_steps, tune.path_loss_weight) if tune.loss is TailLoss.DECODED
                else _loss_fn(model))
@@ -95,7 +96,7 @@ def train_few_step(model: LatentDiffusion, cfg: FluxConfig, condition: Condition
         val_fn=_val_fn(model, RadioMapDataset(dataset_dir, "val", condition.encodings), cfg.seeds[0], cfg.tail_steps),
         batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0,
                                device=model.device),
-        checkpoint_dir=run_folder(work_dir, KIND, tune, cfg.tail_steps, condition, dataset_digest(dataset_dir),
+        checkpoint_dir=run_folder(work_dir, KIND, tune, cfg.tail_steps, condition, digest,
                                   file_digest(ldm_path)),
         name=f"tune_few_step_{model.process.name}",
     )

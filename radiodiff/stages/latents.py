@@ -68,12 +68,14 @@ def autoencoder_digest(model: LatentDiffusion) -> str:
 
 
 def train_latents(model: LatentDiffusion, dataset_dir: Path, encodings, augment: Augmentation,
-                  runs_dir: Path) -> LatentDataset:
+                  runs_dir: Path, *, dataset_key: str | None = None) -> LatentDataset:
     """The train split under `augment`, each item with its latent: read from the cache under
     `runs_dir` when an earlier run encoded the same maps with the same autoencoder on the same
-    kind of device, else encoded now and cached. A damaged cache file is encoded again."""
+    kind of device, else encoded now and cached. A damaged cache file is encoded again.
+    `dataset_key` is `dataset_digest(dataset_dir)` when the caller has it already (it hashes
+    every file of the dataset: gigabytes in the paper profile)."""
     dataset = augmented(RadioMapDataset(dataset_dir, SPLIT, encodings), augment)
-    key = [autoencoder_digest(model), dataset_digest(dataset_dir), SPLIT, model.device.type]
+    key = [autoencoder_digest(model), dataset_key or dataset_digest(dataset_dir), SPLIT, model.device.type]
     folder = safe_child(runs_dir, CACHE_FOLDER)
     path = folder / f"{_digest(key + [augment.value])}.pt"
     latents = _read(path, len(dataset))

@@ -98,7 +98,9 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
         unet = build_unet(cfg, condition.channels, vae.latent_channels, device)
     bundle = lambda net: LatentDiffusion(net, vae, process, scale)  # noqa: E731
     # Under augmentation every variant is encoded: a turned map's latent is not the turned latent.
-    latents = train_latents(bundle(unet), dataset_dir, condition.encodings, cfg.data.augment, work_dir)
+    digest = dataset_digest(dataset_dir)
+    latents = train_latents(bundle(unet), dataset_dir, condition.encodings, cfg.data.augment, work_dir,
+                            dataset_key=digest)
     val = RadioMapDataset(dataset_dir, "val", condition.encodings)
 
     def val_fn(current, step):
@@ -111,7 +113,7 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
         log=log, val_fn=val_fn, progress=progress, should_stop=should_stop,
         batches=loader_factory(latents, batch_size=cfg.data.batch_size, seed=cfg.train.seed,
                                num_workers=cfg.data.workers, device=device),
-        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir), file_digest(vae_path)),
+        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, digest, file_digest(vae_path)),
         name=f"train_ldm[{cfg.diffusion.prediction.value}]",
     )
     model = bundle(result.ema.ema_model.eval())

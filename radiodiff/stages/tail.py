@@ -171,7 +171,8 @@ def train_tail(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConf
     """Fine-tune a copy of `model.unet` on the tails of the train split's bank midpoints."""
     scene_ids = load_scenes(dataset_dir, ["train"]).ids
     midpoints = bank_midpoints(model, ldm_path, bank_dir, cfg, scene_ids)
-    latents = train_latents(model, dataset_dir, condition.encodings, Augmentation.NONE, work_dir)
+    digest = dataset_digest(dataset_dir)
+    latents = train_latents(model, dataset_dir, condition.encodings, Augmentation.NONE, work_dir, dataset_key=digest)
     tune = cfg.tail_tune
     make_loss = _decoded_loss_fn if tune.loss is TailLoss.DECODED else _loss_fn
     return train_loop(
@@ -180,7 +181,7 @@ def train_tail(model: LatentDiffusion, cfg: FluxConfig, condition: ConditionConf
         val_fn=_val_fn(model, cfg, RadioMapDataset(dataset_dir, "val", condition.encodings)),
         batches=loader_factory(latents, batch_size=tune.batch_size, seed=tune.train.seed, num_workers=0,
                                device=model.device),
-        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, dataset_digest(dataset_dir),
+        checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, digest,
                                   file_digest(ldm_path)),
         name="tune_tail",
     )
