@@ -18,6 +18,7 @@ shows what it does to both models. Levers (`LEVERS`):
 - control: params as they are;
 - energy: `loss_weighting: energy`, each map's loss weighted by 1 / its energy, as in the mean NMSE;
 - traffic: `loss_weighting: traffic`, a map with cars weighted 3x one without;
+- min_snr: `loss_weighting: min_snr`, each draw's x0 error weighted min(SNR(t), 5) (v: not SNR + 1);
 - ema_fast / ema_slow: EMA decay 0.99 / 0.999 (params: 0.995);
 - lr_high / lr_x4 / lr_x8: 2, 4 and 8 times the peak learning rate;
 - wide: 1.5x the channels (48 vs 32) at the same steps, so it pays in time;
@@ -102,6 +103,7 @@ LEVERS: dict[str, Lever] = {
     "control": lambda params: params,
     "energy": _on_ldm(lambda cfg: replace(cfg, loss_weighting=LossWeighting.ENERGY)),
     "traffic": _on_ldm(lambda cfg: replace(cfg, loss_weighting=LossWeighting.TRAFFIC)),
+    "min_snr": _on_ldm(lambda cfg: replace(cfg, loss_weighting=LossWeighting.MIN_SNR)),
     "ema_fast": _ema(0.99),
     "ema_slow": _ema(0.999),
     "lr_high": _lr(2.0),

@@ -161,7 +161,9 @@ class LDMConfig:
     condition_dropout: float = 0.2  # zero the dynamic channels, so one net serves the static prefix
     # none: every map counts the same in the loss; energy: a map counts by 1 / mean(gain^2), as
     # it does in the mean NMSE (radiodiff.diffusion.losses.energy_weights); traffic: a map with
-    # cars counts 3x (losses.traffic_weights)
+    # cars counts 3x (losses.traffic_weights); min_snr: a draw at time t counts its x0 error
+    # min(SNR(t), 5) (losses.min_snr_weights; eps, v and x0 only: ldm_alt's kc and flow then
+    # train unweighted)
     loss_weighting: LossWeighting = LossWeighting.NONE
     sample_steps: int = 5  # DDIM steps for validation samples and figures
     data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
@@ -172,6 +174,8 @@ class LDMConfig:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if not 1 <= self.sample_steps <= self.diffusion.num_steps:
             raise ValueError(f"sample_steps must be in 1..{self.diffusion.num_steps}")
+        if self.loss_weighting is LossWeighting.MIN_SNR and not self.diffusion.prediction.on_schedule:
+            raise ValueError(f"loss_weighting min_snr needs prediction eps, v or x0, got {self.diffusion.prediction.value}")
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,16 @@ class AlternativeObjectivesConfig:
             raise ValueError(f"ldm_alt.predictions must not repeat ldm's prediction ({served.value})")
         if len(set(self.predictions)) != len(self.predictions):
             raise ValueError(f"ldm_alt.predictions lists an objective twice: {[p.value for p in self.predictions]}")
-        return {p: replace(ldm, diffusion=replace(ldm.diffusion, prediction=p)) for p in self.predictions}
+        return {p: _with_prediction(ldm, p) for p in self.predictions}
+
+
+def _with_prediction(ldm: LDMConfig, prediction: Prediction) -> LDMConfig:
+    """`ldm` on another objective. Min-SNR weighting is defined on a noise schedule only, so an
+    objective off one (kc, flow) trains its maps equally weighted."""
+    weighting = ldm.loss_weighting
+    if weighting is LossWeighting.MIN_SNR and not prediction.on_schedule:
+        weighting = LossWeighting.NONE
+    return replace(ldm, diffusion=replace(ldm.diffusion, prediction=prediction), loss_weighting=weighting)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class LossWeighting(enum.Enum):
     NONE = "none"  # equally
     ENERGY = "energy"  # by 1 / its energy mean(gain^2), as in the mean NMSE
     TRAFFIC = "traffic"  # a map with cars counts `losses.TRAFFIC_WEIGHT` times one without
+    MIN_SNR = "min_snr"  # by its draw's time: the x0 error weighed min(SNR(t), 5) (eps, v and x0 objectives)
 
 
 class TailLoss(enum.Enum):

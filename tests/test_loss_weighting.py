@@ -42,7 +42,7 @@ def test_energy_weights_follow_the_nmse_denominator():
 
 def test_the_denoiser_loss_weights_maps_by_energy_only_when_asked():
     from radiodiff.options import LossWeighting
-    from radiodiff.stages.ldm import _loss_fn
+    from radiodiff.stages.ldm import denoiser_loss
 
     process = make_process(DiffusionConfig(num_steps=100, prediction=Prediction.V))
     unet = lambda x_t, t, cond: x_t * 0.5  # noqa: E731  (any function of its input)
@@ -51,7 +51,7 @@ def test_the_denoiser_loss_weights_maps_by_energy_only_when_asked():
              "gain": gain}
 
     def loss(weighting, batch):
-        fn = _loss_fn(process, 0.0, (False, True), weighting)
+        fn = denoiser_loss(process, 0.0, (False, True), weighting)
         return fn(unet, batch, 0, torch.Generator().manual_seed(0))[0]
 
     assert loss(LossWeighting.ENERGY, batch) != loss(LossWeighting.NONE, batch)
@@ -70,7 +70,7 @@ def test_traffic_weights_favour_the_maps_with_cars_and_keep_the_mean():
 
 def test_the_denoiser_loss_weights_maps_with_cars_only_when_asked():
     from radiodiff.options import LossWeighting
-    from radiodiff.stages.ldm import _loss_fn
+    from radiodiff.stages.ldm import denoiser_loss
 
     process = make_process(DiffusionConfig(num_steps=100, prediction=Prediction.V))
     unet = lambda x_t, t, cond: x_t * 0.5  # noqa: E731  (any function of its input)
@@ -78,9 +78,68 @@ def test_the_denoiser_loss_weights_maps_with_cars_only_when_asked():
              "cond": torch.ones(2, 2, 8, 8), "gain": torch.full((2, 1, 8, 8), 0.5), "cars": torch.tensor([True, False])}
 
     def loss(weighting, batch):
-        fn = _loss_fn(process, 0.0, (False, True), weighting)
+        fn = denoiser_loss(process, 0.0, (False, True), weighting)
         return fn(unet, batch, 0, torch.Generator().manual_seed(0))[0]
 
     assert loss(LossWeighting.TRAFFIC, batch) != loss(LossWeighting.NONE, batch)
     static = {**batch, "cars": torch.tensor([False, False])}
     torch.testing.assert_close(loss(LossWeighting.TRAFFIC, static), loss(LossWeighting.NONE, static))
+
+
+@pytest.mark.parametrize("prediction", [Prediction.EPS, Prediction.V, Prediction.X0])
+def test_min_snr_weights_make_every_schedule_objective_weigh_its_x0_error_by_min_snr(prediction):
+    from radiodiff.diffusion.losses import MIN_SNR_GAMMA, min_snr_weights
+    from radiodiff.diffusion.prediction import prediction_target
+
+    process = make_process(DiffusionConfig(num_steps=1000, prediction=prediction))
+    t = torch.tensor([0, 50, 200, 500, 999])
+    alpha_bar = process.schedule.alphas_cumprod_at(t)
+    snr = alpha_bar / (1 - alpha_bar)
+    weights = min_snr_weights(alpha_bar, prediction)
+    # The objective's plain loss weighs the x0 error by |d target / d x0 at fixed x_t|^2: measure it
+    # by moving x0 and the noise along the same x_t, then apply the weights.
+    x0, noise = torch.zeros(5, 1, 1, 1, dtype=torch.float64), torch.zeros(5, 1, 1, 1, dtype=torch.float64)
+    a, s = alpha_bar.sqrt().view(5, 1, 1, 1), (1 - alpha_bar).sqrt().view(5, 1, 1, 1)
+    moved_x0, moved_noise = x0 + 1.0, noise - a / s  # sqrt(ab) x0 + sqrt(1 - ab) noise unchanged
+    change = prediction_target(moved_x0, moved_noise, t, process.schedule, prediction) - \
+        prediction_target(x0, noise, t, process.schedule, prediction)
+    own = change.flatten().pow(2)
+    torch.testing.assert_close(weights.double() * own, snr.clamp(max=MIN_SNR_GAMMA), rtol=1e-4, atol=1e-9)
+    assert weights[-1] < 1e-3 if prediction is not Prediction.EPS else weights[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("prediction", [Prediction.KC, Prediction.FLOW])
+def test_min_snr_is_refused_off_a_noise_schedule_and_dropped_for_the_alternatives(prediction):
+    from dataclasses import replace
+
+    from radiodiff.config import LDMConfig, AlternativeObjectivesConfig
+    from radiodiff.diffusion.losses import min_snr_weights
+    from radiodiff.options import LossWeighting
+    from radiodiff.stages.ldm import denoiser_loss
+
+    with pytest.raises(ValueError, match="noise schedule"):
+        min_snr_weights(torch.tensor([0.5]), prediction)
+    with pytest.raises(ValueError, match="min_snr"):
+        denoiser_loss(make_process(DiffusionConfig(num_steps=100, prediction=prediction)), 0.0, (False,),
+                      LossWeighting.MIN_SNR)
+    with pytest.raises(ValueError, match="min_snr needs prediction"):
+        LDMConfig(diffusion=DiffusionConfig(prediction=prediction), loss_weighting=LossWeighting.MIN_SNR)
+    served = LDMConfig(loss_weighting=LossWeighting.MIN_SNR)
+    derived = AlternativeObjectivesConfig(predictions=(prediction,)).derive(served)[prediction]
+    assert derived.loss_weighting is LossWeighting.NONE and derived.diffusion.prediction is prediction
+    assert replace(served, sample_steps=3).loss_weighting is LossWeighting.MIN_SNR
+
+
+def test_the_denoiser_loss_weighs_draws_by_min_snr_only_when_asked():
+    from radiodiff.options import LossWeighting
+    from radiodiff.stages.ldm import denoiser_loss
+
+    process = make_process(DiffusionConfig(num_steps=1000, prediction=Prediction.V))
+    unet = lambda x_t, t, cond: x_t * 0.5  # noqa: E731  (any function of its input)
+    batch = {"latent": torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(1)),
+             "cond": torch.ones(4, 2, 8, 8), "gain": torch.full((4, 1, 8, 8), 0.5)}
+
+    def loss(weighting):
+        return denoiser_loss(process, 0.0, (False, True), weighting)(unet, batch, 0, torch.Generator().manual_seed(0))[0]
+
+    assert torch.isfinite(loss(LossWeighting.MIN_SNR)) and loss(LossWeighting.MIN_SNR) != loss(LossWeighting.NONE)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from radiodiff.diffusion.losses import diffusion_loss, q_sample, sample_timesteps
+from radiodiff.diffusion.losses import diffusion_loss, min_snr_weights, q_sample, sample_timesteps
 from radiodiff.diffusion.sampling import StepOutput, ddim_step, ddpm_step
 from radiodiff.diffusion.schedule import NoiseSchedule, schedule_fingerprint
 from radiodiff.options import Prediction, SamplerKind
@@ -159,3 +159,12 @@ class DiscreteProcess:
     def second_order(self) -> None:
         """No second-order sampler on the discrete schedule."""
         return None
+
+
+def min_snr_weighting(process) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-sample loss weights of min-SNR weighting as a function of training times t [B]
+    -> [B] on t's device (`losses.min_snr_weights`), for a process on a noise schedule; a
+    ValueError for another objective (kc, flow), whose losses have no alpha_bar to weigh by."""
+    if not isinstance(process, DiscreteProcess):
+        raise ValueError("min_snr loss weighting needs an objective on a noise schedule (eps, v, x0)")
+    return lambda t: min_snr_weights(process.schedule.alphas_cumprod_at(t), process.prediction).to(t.device)

@@ -68,6 +68,24 @@ def traffic_weights(has_cars: torch.Tensor, factor: float = TRAFFIC_WEIGHT) -> t
     return raw / raw.mean()
 
 
+MIN_SNR_GAMMA = 5.0  # the clip of min-SNR weighting, as its authors recommend
+
+
+def min_snr_weights(alpha_bar: torch.Tensor, prediction: Prediction, gamma: float = MIN_SNR_GAMMA) -> torch.Tensor:
+    """Per-sample weights [B] of min-SNR-gamma weighting (Hang et al., 2023) for timesteps
+    with alpha_bar [B]: each objective's squared error weighed so that the x0 error it
+    stands for counts min(SNR, gamma), SNR = alpha_bar / (1 - alpha_bar). The plain losses
+    weigh the x0 error by SNR (eps), SNR + 1 (v) and 1 (x0): min-SNR takes weight off the
+    low-noise draws and, for v and x0, off the noisiest ones too, where a one-call sampler runs."""
+    if not prediction.on_schedule:
+        raise ValueError(f"min-SNR weighting needs an objective on a noise schedule (eps, v, x0), got {prediction.value}")
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    snr = alpha_bar / (1.0 - alpha_bar).clamp_min(1e-12)
+    clipped = snr.clamp_max(gamma)
+    own = {Prediction.EPS: snr, Prediction.V: snr + 1.0, Prediction.X0: torch.ones_like(snr)}[prediction]
+    return (clipped / own.clamp_min(1e-12)).float()
+
+
 def sample_timesteps(
     batch_size: int, schedule: NoiseSchedule, *, generator: torch.Generator, device: torch.device | str = "cpu"
 ) -> torch.Tensor:

@@ -14,6 +14,7 @@ from radiodiff.artifacts.vae import load_vae
 from radiodiff.config import ConditionConfig, LDMConfig
 from radiodiff.data.conditions import dynamic_channel_mask
 from radiodiff.data.dataset import RadioMapDataset
+from radiodiff.diffusion.discrete import min_snr_weighting
 from radiodiff.diffusion.losses import drop_condition_channels, energy_weights, traffic_weights
 from radiodiff.devices import device_name, resolve_device
 from radiodiff.diffusion.process import DiffusionProcess, make_process
@@ -43,25 +44,28 @@ class LDMResult:
     figure: Any
 
 
-def _loss_fn(process: DiffusionProcess, condition_dropout: float, channel_mask: tuple[bool, ...],
-             weighting: LossWeighting = LossWeighting.NONE):
+def denoiser_loss(process: DiffusionProcess, condition_dropout: float, channel_mask: tuple[bool, ...],
+                  weighting: LossWeighting = LossWeighting.NONE):
     """The process's training loss at random times, with the dynamic channels dropped from a
     `condition_dropout` share of the batch (so one network also serves the static prefix),
     each map weighted as `weighting` says."""
+    time_weights = min_snr_weighting(process) if weighting is LossWeighting.MIN_SNR else None
+
     def loss_fn(unet, batch, step, generator):
         z0, cond = batch["latent"], batch["cond"]
         t = process.sample_training_times(z0.shape[0], generator=generator, device=z0.device)
         noise = torch.randn(z0.shape, generator=generator, device=z0.device)
         cond = drop_condition_channels(cond, channel_mask, condition_dropout, generator)
         x_t = process.add_noise(z0, noise, t)
-        weight = loss_weights(weighting, batch)
+        weight = loss_weights(weighting, batch) if time_weights is None else time_weights(t)
         return process.training_loss(unet(x_t, t, cond), x0=z0, noise=noise, t=t, x_t=x_t, weight=weight), {}
 
     return loss_fn
 
 
 def loss_weights(weighting: LossWeighting, batch: dict) -> torch.Tensor | None:
-    """The per-map loss weights [B] of a training batch under `weighting` (None: all equal)."""
+    """The per-map loss weights [B] of a training batch under a map weighting (None: all equal;
+    min-SNR weighs by time, in `denoiser_loss`)."""
     if weighting is LossWeighting.ENERGY:
         return energy_weights(batch["gain"])
     if weighting is LossWeighting.TRAFFIC:
@@ -107,7 +111,7 @@ def train_ldm(cfg: LDMConfig, condition: ConditionConfig, *, dataset_dir: Path, 
         return sample_metrics(bundle(current), val, cfg.sample_steps, VAL_SAMPLES)[0]
 
     result = train_loop(
-        model=unet, loss_fn=_loss_fn(process, cfg.condition_dropout, dynamic_channel_mask(condition.encodings),
+        model=unet, loss_fn=denoiser_loss(process, cfg.condition_dropout, dynamic_channel_mask(condition.encodings),
                                     cfg.loss_weighting),
         config=cfg.train,
         log=log, val_fn=val_fn, progress=progress, should_stop=should_stop,
