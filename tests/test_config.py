@@ -44,6 +44,7 @@ def test_defaults_live_in_the_dataclass(tmp_path):
         ("prepare: {maps: [1, 2]}\n", "prepare.maps: expected a mapping"),
         ("prepare: {source: radiomapseer}\n", "needs radiomapseer_dir"),
         ("prepare: [1\n", "not valid YAML"),
+        ("ldm: {loss_weighting: min_snr, diffusion: {prediction: flow}}\n", "min_snr needs prediction eps, v or x0"),
     ],
 )
 def test_bad_params_are_one_clear_user_error(tmp_path, text, fragment):
