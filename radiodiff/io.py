@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import inspect
 import os
 import signal
 import tempfile
@@ -106,7 +107,19 @@ def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM))
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         for signum in caught:
-            signal.raise_signal(signum)
+            _deliver(signum)
+
+
+def _deliver(signum: int) -> None:
+    """Run `signum`'s handler now, in the caller's frame. `signal.raise_signal` would run a Python
+    handler at the interpreter's next check, and if a finalizer (`__del__`, a weakref callback)
+    happens to run then, the KeyboardInterrupt raised inside it is printed and dropped: a held
+    Ctrl-C lost."""
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, inspect.currentframe())
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # the default action: the process ends
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -418,8 +418,42 @@ def test_a_signal_between_a_part_and_its_record_line_waits_for_the_record(tmp_pa
 def test_a_held_ctrl_c_still_interrupts_once_the_body_is_done():
     from radiodiff.io import signals_deferred
 
-    with pytest.raises(KeyboardInterrupt):
+    # Python's own Ctrl-C handler, set here: a suite started as a background job (`make test &`,
+    # some CI runners) inherits SIGINT ignored, and then Python installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                signal.raise_signal(signal.SIGINT)
+                finished = True
+        assert finished and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    from radiodiff.io import signals_deferred
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         with signals_deferred():
             signal.raise_signal(signal.SIGINT)
-            finished = True
-    assert finished and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_held_signal_is_handed_to_its_handler_directly_not_left_pending():
+    # Left pending, a Python handler runs at the interpreter's next check, where a finalizer that
+    # happens to run swallows what it raises; so the deferral calls the handler itself.
+    from radiodiff.io import signals_deferred
+
+    frames = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: frames.append(frame.f_code.co_name))
+    try:
+        with signals_deferred((signal.SIGUSR1,)):
+            signal.raise_signal(signal.SIGUSR1)
+            assert frames == []  # held
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert frames == ["_deliver"]
