@@ -27,7 +27,9 @@ shows what it does to both models. Levers (`LEVERS`):
 - no_car_shadow: the condition without its car-shadow channel (the Tx-to-pixel car crossing);
 - no_augment: the denoiser and the baseline on the train maps as prepared, not their 8 turns;
 - half_batch: half the batch (16) for twice the steps: the same maps seen with twice the updates;
-  half_batch_time: for 1.5x the steps, about the control's training time on the demo's CPU.
+  half_batch_time: for 1.5x the steps, about the control's training time on the demo's CPU;
+- steps_x2: twice the steps at the same batch (the learning-rate schedule stretched with them):
+  what twice the training time buys the denoiser.
 
 A lever spelled `a+b` applies both (`lr_high+energy`). Training seconds are wall clock on a shared machine: compare rows of one run, not across runs.
 """
@@ -85,6 +87,16 @@ def _half_batch(steps_factor: float) -> Lever:
     return _on_ldm(change)
 
 
+def _steps(factor: float) -> Lever:
+    """`factor` times the steps at the same batch, warm-up and EMA start: how the denoiser's
+    accuracy grows with training time, to set beside the baseline's."""
+    def change(cfg: LDMConfig) -> LDMConfig:
+        steps = round(factor * cfg.train.total_steps)
+        return replace(cfg, train=replace(cfg.train, total_steps=steps, val_every=steps // 2,
+                                          checkpoint_every=steps // 2))
+    return _on_ldm(change)
+
+
 def _no_augment(params: Params) -> Params:
     def plain(data):
         return replace(data, augment=Augmentation.NONE)
@@ -119,6 +131,7 @@ LEVERS: dict[str, Lever] = {
     "no_augment": _no_augment,
     "half_batch": _half_batch(2.0),
     "half_batch_time": _half_batch(1.5),
+    "steps_x2": _steps(2.0),
 }
 
 
