@@ -111,10 +111,10 @@ def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM))
 
 
 def _deliver(signum: int) -> None:
-    """Run `signum`'s handler now, in the caller's frame. `signal.raise_signal` would run a Python
-    handler at the interpreter's next check, and if a finalizer (`__del__`, a weakref callback)
-    happens to run then, the KeyboardInterrupt raised inside it is printed and dropped: a held
-    Ctrl-C lost."""
+    """Run `signum`'s handler now, as a plain call from here (its frame argument is this
+    function's). `signal.raise_signal` would leave a Python handler pending until the
+    interpreter's next check, and if a finalizer (`__del__`, a weakref callback) happens to run
+    then, the KeyboardInterrupt raised inside it is printed and dropped: a held Ctrl-C lost."""
     handler = signal.getsignal(signum)
     if callable(handler):
         handler(signum, inspect.currentframe())
