@@ -235,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     params = load_params(args.params or project / "params.yaml")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     baseline_file = project / METRICS_DIR / "train_baseline.json"
     baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else None
     baseline_steps = int((baseline or {}).get("parity_steps") or params.baseline.train.total_steps)

@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=positive_int, nargs="+", default=[1, 5], metavar="N",
                         help="sampler steps to score")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     project = args.project.resolve()
     needed = [project / DATASET_DIR, project / MODELS.vae, project / MODELS.baseline,
               project / METRICS_DIR / "train_baseline.json", project / METRICS_DIR / "train_vae.json"]
