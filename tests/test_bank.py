@@ -387,12 +387,12 @@ def test_compact_refuses_a_sealed_bank_and_a_missing_one(tmp_path, capsys):
 def test_a_signal_between_a_part_and_its_record_line_waits_for_the_record(tmp_path, monkeypatch, signum):
     """Ctrl-C (or a polite kill) that lands just after a part file is published: the put still
     lists it in the record, then the signal reaches its handler, and the bank verifies."""
-    import radiodiff.bank.store as store
+    import radiodiff.bank.commit as commit
 
-    publish = store.write_part
+    publish = commit.write_part
 
-    def publish_then_signal(root, table):
-        path = publish(root, table)
+    def publish_then_signal(root, table, name):
+        path = publish(root, table, name)
         signal.raise_signal(signum)  # the worst moment: the part is there, its record line is not
         return path
 
@@ -404,7 +404,7 @@ def test_a_signal_between_a_part_and_its_record_line_waits_for_the_record(tmp_pa
 
     bank = MidpointBank(tmp_path, KEY)
     bank.put([_midpoint(0)])
-    monkeypatch.setattr(store, "write_part", publish_then_signal)
+    monkeypatch.setattr(commit, "write_part", publish_then_signal)
     previous = signal.signal(signum, stop)
     try:
         with pytest.raises(Stopped):  # the handler still runs: the signal is held, not swallowed

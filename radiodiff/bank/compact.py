@@ -1,9 +1,10 @@
 """Compaction, export and statistics of a whole bank directory (every key in it).
 
 A bank grows by one part file per write; `compact_bank` merges them into one, under the
-writer lock: the bank is verified first (a damaged bank is never rewritten), the merged
-part is published and the record switched to it in one atomic replace, and only then are
-the old parts removed. A reader sees the old parts or the new one, each entry once. A
+writer lock: the bank is verified first (a damaged bank is never rewritten), then the
+merged part is announced, published, and committed with the old parts removed (see
+`commit.py`: a compaction killed midway is finished or undone by the next writer). A reader
+that sees the merged part beside old ones serves each entry once, from the older file. A
 sealed bank (a `build_bank` output, tracked by DVC) is not compacted: that would change a
 pipeline output behind DVC's back.
 """
@@ -19,12 +20,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from radiodiff.bank.parts import list_parts, reading, write_part
-from radiodiff.bank.record import BankRecord, part_record, read_record, write_record, writer_lock
+from radiodiff.bank.commit import current_record, publish_part
 from radiodiff.bank.key import BankKey
+from radiodiff.bank.parts import list_parts, reading, write_part
+from radiodiff.bank.record import BankRecord, part_record, write_record, writer_lock
 from radiodiff.bank.schema import BankError
 from radiodiff.bank.verify import KEY_FIELDS, inspect_bank, verify_bank
-from radiodiff.io import signals_deferred
 
 
 def compact_bank(root: Path | str) -> dict:
@@ -34,7 +35,7 @@ def compact_bank(root: Path | str) -> dict:
     if not root.is_dir():
         raise BankError(f"{root}: no such midpoint bank directory")
     with writer_lock(root):
-        record = read_record(root) or BankRecord()
+        record = current_record(root)
         if record.sealed:
             raise BankError(f"{root}: the bank is sealed (a build_bank output that DVC tracks); "
                             "compact its serving bank instead, or rebuild it with `dvc repro build_bank`")
@@ -47,12 +48,7 @@ def compact_bank(root: Path | str) -> dict:
             with reading(root / name) as part:
                 tables.append(part.read(use_threads=False))
         merged = pa.concat_tables(tables).combine_chunks()
-        with signals_deferred():  # Ctrl-C here would leave parts that the record does not list
-            path = write_part(root, merged)
-            record.parts = {path.name: part_record(path, merged.num_rows)}
-            write_record(root, record)  # the switch: from here the record lists the merged part only
-            for name in names:
-                (root / name).unlink()
+        publish_part(root, record, merged, replaces=names)
     return {"before": len(names), "after": 1, "entries": merged.num_rows}
 
 
@@ -66,6 +62,7 @@ def export_bank(source: Path | str, target: Path | str, keys: Iterable[BankKey])
     source, target = Path(source), Path(target)
     wanted = {(key.model_hash, key.sampler_hash, float(key.t_mid)) for key in keys}
     with writer_lock(source):
+        current_record(source)  # a cut-short write is settled first, so no part is read twice
         verify_bank(source)
         tables = []
         for name in list_parts(source):

@@ -40,12 +40,20 @@ def list_parts(root: Path) -> list[str]:
         return sorted(e.name for e in entries if e.name.endswith(".parquet") and not e.name.startswith("."))
 
 
-def write_part(root: Path, table: pa.Table) -> Path:
-    """Publish `table` as a new part file in `root`; existing files are never touched."""
+def new_part_name(root: Path) -> str:
+    """A part file name that sorts after the existing ones and is not taken in `root`."""
     while True:
-        path = safe_child(root, f"part-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(2)}.parquet")
-        if not path.exists():
-            break
+        name = f"part-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(2)}.parquet"
+        if not safe_child(root, name).exists():
+            return name
+
+
+def write_part(root: Path, table: pa.Table, name: str | None = None) -> Path:
+    """Publish `table` as part file `name` (a new one if None) in `root`, by rename: the
+    name appears only once the file is whole. Existing files are never touched."""
+    path = safe_child(root, name or new_part_name(root))
+    if path.exists():
+        raise BankError(f"{path}: a part of this name exists; parts are never rewritten")
     with atomic_path(path) as tmp:
         pq.write_table(
             table,

@@ -10,7 +10,7 @@ share one directory.
     latent, hit = bank.get_or_compute(scene_id, layout_embedding(buildings), compute)
 
 Writes are append-only part files (see `parts.py`), published under the bank's writer lock
-and listed in its record (see `record.py`); reads go through a numpy index of the small
+and listed in its record (see `record.py`, and `commit.py` for how a killed writer is undone); reads go through a numpy index of the small
 columns (see `index.py`) and load one row group per latent, checksum verified. A part that
 fails any check is quarantined: named in `quarantined`, its entries skipped (a lookup
 misses), the rest of the bank still served.
@@ -27,10 +27,10 @@ import numpy as np
 
 from radiodiff.bank.index import KeyIndex
 from radiodiff.bank.key import BankKey
-from radiodiff.bank.parts import iter_row_groups, list_parts, read_row, write_part
-from radiodiff.bank.record import BankRecord, part_record, read_record, write_record, writer_lock
+from radiodiff.bank.commit import current_record, publish_part
+from radiodiff.bank.parts import iter_row_groups, list_parts, read_row
+from radiodiff.bank.record import read_record, write_record, writer_lock
 from radiodiff.bank.schema import LATENT_COLUMNS, BankError, decode_latent, encode_table
-from radiodiff.io import signals_deferred
 
 __all__ = ["BankError", "BankKey", "Midpoint", "MidpointBank", "is_sealed", "set_sealed"]
 
@@ -74,7 +74,7 @@ class MidpointBank:
         if not self._new_midpoints(midpoints):  # the common warm case takes no lock
             return 0
         with writer_lock(self.root):
-            record = _current_record(self.root)
+            record = current_record(self.root)
             if record.sealed:
                 raise BankError(f"{self.root}: the bank is sealed (built by build_bank, a pipeline output); "
                                 "store new midpoints in a serving bank beside it")
@@ -89,10 +89,7 @@ class MidpointBank:
                 t_mid=self.key.t_mid,
                 created=datetime.now(UTC),
             )
-            with signals_deferred():  # a part without its record line would fail `bank verify`
-                path = write_part(self.root, table)
-                record.parts[path.name] = part_record(path, len(fresh))
-                write_record(self.root, record)
+            publish_part(self.root, record, table)
         self._refresh()
         return len(fresh)
 
@@ -252,27 +249,6 @@ class MidpointBank:
         return fresh
 
 
-def _current_record(root: Path) -> BankRecord:
-    """The bank's record; a bank from before records gets one listing its parts as they are."""
-    record = read_record(root)
-    if record is None:
-        record = BankRecord()
-        for name in list_parts(root):
-            with_rows = _row_count(root / name)
-            if with_rows is not None:  # an unreadable part stays out of the record: verify names it
-                record.parts[name] = part_record(root / name, with_rows)
-    return record
-
-
-def _row_count(path: Path) -> int | None:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except Exception:  # noqa: BLE001 - any unreadable file: left for verify to report
-        return None
-
-
 def is_sealed(root: Path | str) -> bool:
     """Whether bank `root` is sealed: a pipeline output that only its own stage may change."""
     root = Path(root)
@@ -284,6 +260,6 @@ def set_sealed(root: Path | str, sealed: bool) -> None:
     """Seal bank `root` (puts refused) or unseal it, recording its parts as they are now."""
     root = Path(root)
     with writer_lock(root):
-        record = _current_record(root)
+        record = current_record(root)
         record.sealed = sealed
         write_record(root, record)

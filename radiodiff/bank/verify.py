@@ -6,6 +6,10 @@ against its sha256, and checks every embedding. It also checks that no (key, sce
 seed) is stored twice, and that the part files are exactly those the bank's record lists,
 each byte for byte as written (the record's whole-file sha256): a part overwritten by a copy
 of another, a footer or statistics byte flipped, or a file dropped in from elsewhere is named.
+
+A part that a killed writer announced (`pending` in the record, see `commit.py`) passes when
+it reads back whole: it is the part the writer meant to commit, and the next write commits
+it. The parts it replaces are then not checked, since that write removes them.
 """
 
 from __future__ import annotations
@@ -49,15 +53,29 @@ def inspect_bank(root: Path | str) -> BankReport:
     names = list_parts(root)
     record = read_record(root)
     report = BankReport(files=len(names), recorded=record is not None, sealed=bool(record and record.sealed))
+    if record is not None:  # a cut-short write's part first: what it replaces is then set aside
+        pending = [name for name in names if name in record.pending]
+        names = pending + [name for name in names if name not in record.pending]
     first_seen: dict[tuple, str] = {}
+    superseded: set[str] = set()
     for name in names:
+        if name in superseded:
+            report.files -= 1
+            continue
         path = root / name
         try:
-            keys = list(_checked_keys(path))
+            keys = list(checked_keys(path))
         except BankError as exc:
             report.problems.append(str(exc))
             report.damaged.append(name)
             continue
+        if record is not None and name in record.pending:
+            if len(keys) != record.pending[name].rows:
+                report.problems.append(f"{path}: holds {len(keys)} entries, its writer announced "
+                                       f"{record.pending[name].rows} in {RECORD_NAME}")
+                report.damaged.append(name)
+                continue
+            superseded.update(record.pending[name].replaces)
         report.entries += len(keys)
         for key in keys:
             if key in first_seen:
@@ -67,7 +85,7 @@ def inspect_bank(root: Path | str) -> BankReport:
                 break
             first_seen[key] = name
     if record is not None:
-        _check_against_record(root, names, record, report)
+        _check_against_record(root, [name for name in names if name not in superseded], record, superseded, report)
     return report
 
 
@@ -81,7 +99,7 @@ def verify_bank(root: Path | str) -> dict:
     return {"files": report.files, "entries": report.entries}
 
 
-def _checked_keys(path: Path) -> Iterator[tuple]:
+def checked_keys(path: Path) -> Iterator[tuple]:
     """The key of every row of part `path`, after reading all its columns with page checksums
     on and checking each latent and embedding; BankError on the first fault."""
     with reading(path) as part:
@@ -107,11 +125,13 @@ def _checked_keys(path: Path) -> Iterator[tuple]:
             raise BankError(f"{path}: embeddings of one key have different lengths")
 
 
-def _check_against_record(root: Path, names: list[str], record, report: BankReport) -> None:
+def _check_against_record(root: Path, names: list[str], record, superseded: set[str], report: BankReport) -> None:
     """Parts missing from the directory, parts the record never listed, and parts that
-    changed since they were written; a part already reported damaged is not named twice."""
+    changed since they were written; a part already reported damaged is not named twice.
+    A pending part read back whole in `names` passes; the `superseded` parts it replaces may
+    be gone already."""
     on_disk = set(names)
-    for name in sorted(set(record.parts) - on_disk):
+    for name in sorted(set(record.parts) - on_disk - superseded):
         report.problems.append(f"{root / name}: listed in {RECORD_NAME} ({record.parts[name].rows} entries) but "
                                "missing from the bank")
     for name in names:
@@ -119,6 +139,8 @@ def _check_against_record(root: Path, names: list[str], record, report: BankRepo
             continue
         path = root / name
         written = record.parts.get(name)
+        if name in record.pending:
+            continue  # read back whole above (a damaged one is in report.damaged)
         if written is None:
             report.problems.append(f"{path}: not in {RECORD_NAME}; a file the bank never wrote (copied in?)")
             report.damaged.append(name)
