@@ -60,14 +60,25 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; swap it in as `target` on success.
 
     Readers see either the old folder or the complete new one; a failure leaves `target`
-    as it was and removes the temporary folder. The folder is named after this process, so
-    the next call removes what a killed one (SIGKILL runs no cleanup) left beside `target`.
+    as it was and removes the temporary folder. The swap is two renames (the old folder
+    aside, the new one in), so a process killed between them (SIGKILL runs no cleanup)
+    leaves no `target`: the next call for `target` puts the old folder back first. The
+    folders beside `target` are named after their process, so the next call also removes
+    what a killed one left.
     """
     import shutil
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+    pattern = glob.escape(target.name)
+    for stale in target.parent.glob(f".{pattern}.old-*"):  # a swap cut short, or its cleanup
+        owner = stale.name.rsplit("-", 1)[1]
+        if owner.isdigit() and not process_alive(int(owner)):
+            if target.exists():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                os.replace(stale, target)
+    for stale in target.parent.glob(f".{pattern}.*.tmp"):
         owner = stale.name[len(target.name) + 2:].split("-", 1)[0]
         if owner.isdigit() and not process_alive(int(owner)):
             shutil.rmtree(stale, ignore_errors=True)

@@ -11,8 +11,6 @@ pipeline output behind DVC's back.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +24,7 @@ from radiodiff.bank.parts import list_parts, reading, write_part
 from radiodiff.bank.record import BankRecord, part_record, write_record, writer_lock
 from radiodiff.bank.schema import BankError
 from radiodiff.bank.verify import KEY_FIELDS, inspect_bank, verify_bank
+from radiodiff.io import atomic_dir
 
 
 def compact_bank(root: Path | str) -> dict:
@@ -56,8 +55,9 @@ def export_bank(source: Path | str, target: Path | str, keys: Iterable[BankKey])
     """Write the entries of `keys` in bank `source` as a new sealed bank at `target` (one part,
     its record), replacing whatever `target` held; returns the entries written.
 
-    The bank is assembled beside `target` and renamed into place, so a reader or a killed run
-    sees the old bank or the new one, never a mix; `source` is verified first and not changed.
+    The bank is assembled beside `target` and renamed into place (`atomic_dir`), so a reader
+    sees the old bank or the new one, never a mix, and a run killed mid-swap has its old bank
+    put back by the next; `source` is settled and verified first, its entries not changed.
     """
     source, target = Path(source), Path(target)
     wanted = {(key.model_hash, key.sampler_hash, float(key.t_mid)) for key in keys}
@@ -72,24 +72,16 @@ def export_bank(source: Path | str, target: Path | str, keys: Iterable[BankKey])
                                                                      table["sampler_hash"].to_pylist(),
                                                                      table["t_mid"].to_pylist())]
             tables.append(table.filter(pa.array(keep, type=pa.bool_())))
-    staging = target.with_name(f".{target.name}.export")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    rows = 0
-    record = BankRecord(sealed=True)
-    if tables:
-        merged = pa.concat_tables(tables).combine_chunks()
-        rows = merged.num_rows
-        if rows:
-            path = write_part(staging, merged)
-            record.parts[path.name] = part_record(path, rows)
-    write_record(staging, record)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(target) as staging:
+        rows = 0
+        record = BankRecord(sealed=True)
+        if tables:
+            merged = pa.concat_tables(tables).combine_chunks()
+            rows = merged.num_rows
+            if rows:
+                path = write_part(staging, merged)
+                record.parts[path.name] = part_record(path, rows)
+        write_record(staging, record)
     return rows
 
 
