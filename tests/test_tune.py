@@ -200,6 +200,16 @@ def test_best_params_files_round_trip_into_the_config(tmp_path):
     assert lines[0] == "-S ++ldm.train.optim.lr=1e-05"
 
 
+def test_a_value_the_args_file_cannot_hold_leaves_both_best_files_as_they_were(tmp_path):
+    write_best(tmp_path, study="s", storage=tmp_path / "s.db", metric="nmse", trial=1, value=0.5,
+               params={"ldm.condition_dropout": 0.1})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(UserError, match="cannot be written"):
+        write_best(tmp_path, study="s", storage=tmp_path / "s.db", metric="nmse", trial=2, value=0.4,
+                   params={"ldm.condition_dropout": float("nan")})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_apply_overrides_checks_types_and_values():
     params = load_params(TINY)
     with pytest.raises(UserError, match="expected int"):

@@ -32,8 +32,9 @@ def write_best(directory: Path, *, study: str, storage: str, metric: str, trial:
               "params": dict(params)}
     header = f"# Best trial of Optuna study {study!r}; apply with: dvc exp run $(cat {directory / BEST_ARGS})\n"
     yaml_path, args_path = Path(directory) / BEST_YAML, Path(directory) / BEST_ARGS
+    args = set_param_args(params)  # before either file is written: a value it refuses leaves both as they were
     atomic_write_text(yaml_path, header + yaml.safe_dump(record, sort_keys=False))
-    atomic_write_text(args_path, set_param_args(params))
+    atomic_write_text(args_path, args)
     return yaml_path, args_path
 
 
