@@ -161,3 +161,45 @@ def test_a_record_written_before_pending_existed_still_reads(tmp_path):
     assert verify_bank(root) == {"files": 1, "entries": 1}
     assert MidpointBank(root, KEY).put([_midpoint(1)]) == 1
     assert json.loads((root / RECORD_NAME).read_text())["version"] == 2
+
+
+def test_verify_waits_for_a_write_in_progress(tmp_path, monkeypatch):
+    """verify lists the part files and reads the record as one view: a write between the two
+    would show a recorded part as missing (or a new one as copied in)."""
+    import threading
+    import time
+
+    import radiodiff.bank.verify as verify
+
+    root, events = tmp_path / "bank", []
+    MidpointBank(root, KEY).put([_midpoint(0)])
+    inside = threading.Event()
+    real_write, real_commit, real_list = commit.write_part, commit._commit, verify.list_parts
+
+    def slow_write(*args, **kwargs):
+        path = real_write(*args, **kwargs)
+        events.append("published")
+        inside.set()
+        time.sleep(0.5)  # room for a verify that does not wait to look now
+        return path
+
+    def committing(*args, **kwargs):
+        real_commit(*args, **kwargs)
+        events.append("committed")
+
+    def listing(*args, **kwargs):
+        events.append("verify lists")
+        return real_list(*args, **kwargs)
+
+    monkeypatch.setattr(commit, "write_part", slow_write)
+    monkeypatch.setattr(commit, "_commit", committing)
+    monkeypatch.setattr(verify, "list_parts", listing)
+    writer = threading.Thread(target=lambda: MidpointBank(root, KEY).put([_midpoint(1)]))
+    writer.start()
+    assert inside.wait(10)
+    result = {}
+    checker = threading.Thread(target=lambda: result.update(verify_bank(root)))
+    checker.start()
+    writer.join(10)
+    checker.join(10)
+    assert events == ["published", "committed", "verify lists"] and result == {"files": 2, "entries": 2}

@@ -38,7 +38,7 @@ def compact_bank(root: Path | str) -> dict:
         if record.sealed:
             raise BankError(f"{root}: the bank is sealed (a build_bank output that DVC tracks); "
                             "compact its serving bank instead, or rebuild it with `dvc repro build_bank`")
-        counts = verify_bank(root)
+        counts = verify_bank(root, writer_lock_held=True)
         names = list_parts(root)
         if len(names) <= 1:
             return {"before": len(names), "after": len(names), "entries": counts["entries"]}
@@ -63,7 +63,7 @@ def export_bank(source: Path | str, target: Path | str, keys: Iterable[BankKey])
     wanted = {(key.model_hash, key.sampler_hash, float(key.t_mid)) for key in keys}
     with writer_lock(source):
         current_record(source)  # a cut-short write is settled first, so no part is read twice
-        verify_bank(source)
+        verify_bank(source, writer_lock_held=True)
         tables = []
         for name in list_parts(source):
             with reading(source / name) as part:

@@ -4,7 +4,8 @@
 its size, sha256 and row count, and whether the bank is sealed (built by `build_bank`, so a
 tracked pipeline output that serving must not change). Writers hold an exclusive `flock` on
 `.lock` while they check for existing entries, publish a part and update the record, so two
-processes missing the same layout at once store it once.
+processes missing the same layout at once store it once; `verify` holds it shared, so it
+never compares the directory with the record halfway through a write.
 
 A writer names the part it is about to publish in the record (`pending`) before the part
 file appears, and moves it to `parts` once it is written (see `commit.py`): a writer killed
@@ -109,6 +110,23 @@ def read_record(root: Path) -> BankRecord | None:
 def write_record(root: Path, record: BankRecord) -> None:
     """Replace the record of bank `root` atomically (call with the writer lock held)."""
     atomic_write_text(root / RECORD_NAME, record.to_json())
+
+
+@contextlib.contextmanager
+def reader_lock(root: Path) -> Iterator[None]:
+    """Hold the bank's lock shared, for a reader that compares the part files with the record:
+    no writer is between its steps meanwhile. A bank no writer ever locked (an export, a
+    read-only copy) has no lock file to hold and is read as it is."""
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

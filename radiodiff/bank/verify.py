@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from radiodiff.bank.parts import list_parts, reading
-from radiodiff.bank.record import RECORD_NAME, read_record
+from radiodiff.bank.record import RECORD_NAME, read_record, reader_lock
 from radiodiff.bank.schema import BankError, decode_latent
 from radiodiff.io import file_sha256
 
@@ -44,12 +44,21 @@ class BankReport:
         return not self.problems
 
 
-def inspect_bank(root: Path | str) -> BankReport:
+def inspect_bank(root: Path | str, *, writer_lock_held: bool = False) -> BankReport:
     """Check bank `root` in full and report every problem (raises BankError only when `root`
-    is not a bank directory at all, or its record cannot be read)."""
+    is not a bank directory at all, or its record cannot be read). The check holds the bank's
+    lock shared, unless the caller holds it as a writer (`writer_lock_held`: asking for it
+    again would wait for ever)."""
     root = Path(root)
     if not root.exists():
         raise BankError(f"{root}: no such midpoint bank directory")
+    if writer_lock_held:
+        return _inspect(root)
+    with reader_lock(root):
+        return _inspect(root)
+
+
+def _inspect(root: Path) -> BankReport:
     names = list_parts(root)
     record = read_record(root)
     report = BankReport(files=len(names), recorded=record is not None, sealed=bool(record and record.sealed))
@@ -89,10 +98,10 @@ def inspect_bank(root: Path | str) -> BankReport:
     return report
 
 
-def verify_bank(root: Path | str) -> dict:
+def verify_bank(root: Path | str, *, writer_lock_held: bool = False) -> dict:
     """`inspect_bank`, raising a one-line BankError naming the first problem (and how many
     more there are); returns {"files": part files, "entries": rows} when the bank is sound."""
-    report = inspect_bank(root)
+    report = inspect_bank(root, writer_lock_held=writer_lock_held)
     if report.problems:
         more = len(report.problems) - 1
         raise BankError(report.problems[0] + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
