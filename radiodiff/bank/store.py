@@ -10,10 +10,10 @@ share one directory.
     latent, hit = bank.get_or_compute(scene_id, layout_embedding(buildings), compute)
 
 Writes are append-only part files (see `parts.py`), published under the bank's writer lock
-and listed in its record (see `record.py`, and `commit.py` for how a killed writer is undone); reads go through a numpy index of the small
-columns (see `index.py`) and load one row group per latent, checksum verified. A part that
-fails any check is quarantined: named in `quarantined`, its entries skipped (a lookup
-misses), the rest of the bank still served.
+and listed in its record (see `record.py`, and `commit.py` for what a killed writer leaves);
+reads go through a numpy index of the small columns (see `index.py`) and load one row group
+per latent, checksum verified. A part that fails any check is quarantined: named in
+`quarantined`, its entries skipped (a lookup misses), the rest of the bank still served.
 """
 
 from __future__ import annotations
