@@ -28,7 +28,8 @@ STAGES: tuple[tuple[str, str, tuple[tuple[str, str], ...], str], ...] = (
      "train_seconds"),
     ("train_baseline", "supervised RadioUNet-style peer, every test map",
      (("test_nmse", "NMSE"), ("test_tx_response", "Tx-response"), ("steps_per_s", "steps/s"),
-      ("parity_steps", "steps"), ("generative_train_seconds", "to match the generative chain's training s")),
+      ("parity_steps", "steps"), ("generative_train_seconds", "to match the generative chain's training s"),
+      ("train_seconds_over_generative", "trained x that time")),
      "train_seconds"),
 )
 # Stages whose metrics file holds one group per objective.
