@@ -217,7 +217,8 @@ class BaselineConfig:
 
     compute_parity: train for at least the generative chain's measured training time
     (train_vae + train_ldm + tune_tail, `radiodiff.stages.parity`); `train.total_steps` is then
-    a floor. False trains exactly `train.total_steps`.
+    a floor, and a run that finishes its plan early goes on at `train.optim.min_lr` (so that
+    must be above 0). False trains exactly `train.total_steps`.
     """
 
     compute_parity: bool = False
@@ -227,6 +228,10 @@ class BaselineConfig:
     dropout: float = 0.0
     data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     train: LoopConfig = field(default_factory=lambda: LoopConfig(total_steps=1000))
+
+    def __post_init__(self) -> None:
+        if self.compute_parity and not self.train.optim.min_lr > 0:
+            raise ValueError("compute_parity trains any steps past its plan at train.optim.min_lr: set it above 0")
 
 
 @dataclass(frozen=True)

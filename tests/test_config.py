@@ -45,6 +45,8 @@ def test_defaults_live_in_the_dataclass(tmp_path):
         ("prepare: {source: radiomapseer}\n", "needs radiomapseer_dir"),
         ("prepare: [1\n", "not valid YAML"),
         ("ldm: {loss_weighting: min_snr, diffusion: {prediction: flow}}\n", "min_snr needs prediction eps, v or x0"),
+        ("baseline: {compute_parity: true, train: {total_steps: 9, optim: {lr: 1.0e-3, min_lr: 0.0}}}\n",
+         "compute_parity trains any steps past its plan at train.optim.min_lr: set it above 0"),
     ],
 )
 def test_bad_params_are_one_clear_user_error(tmp_path, text, fragment):

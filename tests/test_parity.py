@@ -11,7 +11,16 @@ from conftest import CONDITION, DATA, LOOP
 from radiodiff.config import BaselineConfig
 from radiodiff.errors import UserError
 from radiodiff.stages import baseline as baseline_stage
-from radiodiff.stages.parity import GENERATIVE_STAGES, generative_train_seconds, plan_steps, stretched
+from radiodiff.stages.parity import (
+    GENERATIVE_STAGES,
+    ParityPlan,
+    coda_loop,
+    generative_train_seconds,
+    plan_steps,
+    stretched,
+    train_to_parity,
+)
+from radiodiff.training.loop import TrainResult
 
 
 def test_the_plan_lasts_the_generative_time_and_never_undercuts_params():
@@ -87,3 +96,77 @@ def test_a_parity_run_trains_past_its_configured_steps_and_a_restart_keeps_the_p
     monkeypatch.setattr(baseline_stage, "measure_steps_per_second", lambda *args, **kwargs: 10.0)
     longer = train_baseline(cfg, CONDITION, parity_seconds=2.0, **common).metrics  # a new chain time: a new plan
     assert longer["parity_steps"] == 25 and longer["generative_train_seconds"] == 2.0  # 2 s x 10 step/s x 1.25
+
+
+def test_a_coda_runs_at_the_floor_learning_rate_and_leaves_the_planned_schedule_alone():
+    from radiodiff.training.loop import _lr
+
+    coda = coda_loop(LOOP, 6)
+    assert coda.total_steps == 10 and coda_loop(LOOP, 0) == LOOP
+    assert [_lr(coda, step) for step in range(5, 11)] == [LOOP.optim.min_lr] * 6
+    # the learning rates a planned step trains with are the plan's: the coda starts after them
+    assert [_lr(LOOP, step) for step in range(1, 5)] != [_lr(coda, step) for step in range(1, 5)]
+
+
+def _result(step: int, seconds: float, rate: float) -> TrainResult:
+    return TrainResult(step=step, train_loss=None, val_metrics={}, wall_time_s=0.0, steps_per_s=rate, ema=None,
+                       checkpoint=None, train_seconds=seconds)
+
+
+def test_a_run_that_finished_its_plan_early_trains_on_until_the_time_is_reached():
+    """A machine that sped up after the probe ends the planned steps early: codas sized from
+    the last call's rate make up the rest, and each grown plan is saved before it trains."""
+    calls, saved, said = [], [], []
+    clock = iter([(30.0, 8.0), (31.5, 10.0), (33.0, 10.0)])  # (the run's seconds, this call's step/s)
+
+    def train(loop):
+        calls.append((loop.total_steps, loop.optim.lr))
+        seconds, rate = next(clock)
+        return _result(loop.total_steps, seconds, rate)
+
+    plan = ParityPlan(generative_seconds=32.0, steps_per_s=1.25, total_steps=40)
+    result, final = train_to_parity(train, stretched(LOOP, 40), plan, saved.append, said.append)
+    # 2 s short at 8 step/s, 25% over: 20 steps; then 0.5 s short at 10 step/s: 7, so the floor of 10
+    assert [grown.coda_steps for grown in saved] == [20, 30] and final == saved[-1]
+    assert calls == [(40, LOOP.optim.lr), (60, LOOP.optim.min_lr), (70, LOOP.optim.min_lr)]
+    assert result.train_seconds == 33.0 and len(said) == 2 and "more at the floor learning rate" in said[0]
+
+
+def test_a_restart_trains_its_stored_coda_first_and_a_run_long_enough_adds_none():
+    calls = []
+
+    def train(loop):
+        calls.append(loop.total_steps)
+        return _result(loop.total_steps, 35.0, 0.0)  # resumed where it had ended: no step this call
+
+    plan = ParityPlan(generative_seconds=32.0, steps_per_s=1.25, total_steps=40, coda_steps=12)
+    saved = []
+    result, final = train_to_parity(train, stretched(LOOP, 40), plan, saved.append, lambda line: None)
+    assert calls == [40, 52] and final == plan and saved == []
+
+
+def test_a_parity_run_whose_plan_ends_early_trains_a_coda_and_a_restart_keeps_it(dataset, tmp_path, monkeypatch):
+    """A probe that under-rates the machine (here 1 step/s) plans too few steps: the stage then
+    trains on at the floor learning rate until the chain's seconds are reached."""
+    cfg = BaselineConfig(base_channels=8, channel_mults=(1, 2), data=DATA, train=LOOP, compute_parity=True)
+    logged = []
+    common = {"dataset_dir": dataset / "data", "work_dir": tmp_path, "progress": False, "parity_seconds": 3.0}
+
+    def train_baseline(log):
+        result = baseline_stage.train_baseline(cfg, CONDITION, log=log, **common)
+        plt.close(result.figure)
+        return result.metrics
+
+    monkeypatch.setattr(baseline_stage, "measure_steps_per_second", lambda *args, **kwargs: 1.0)
+    first = train_baseline(lambda metrics, step: logged.append((step, metrics)))
+    assert first["parity_steps"] == LOOP.total_steps  # 3 s x 1 step/s x 1.25 is below the configured 4
+    assert first["parity_coda_steps"] > 0 and first["train_seconds"] >= 3.0
+    coda_lrs = {m["train/lr"] for step, m in logged if "train/lr" in m and step > LOOP.total_steps}
+    assert coda_lrs == {LOOP.optim.min_lr}
+
+    def no_second_probe(*args, **kwargs):
+        raise AssertionError("the stored plan was not reused")
+
+    monkeypatch.setattr(baseline_stage, "measure_steps_per_second", no_second_probe)
+    again = train_baseline(lambda metrics, step: None)  # resumes the finished run: nothing more to train
+    assert again["parity_coda_steps"] == first["parity_coda_steps"] and again["test_nmse"] == first["test_nmse"]

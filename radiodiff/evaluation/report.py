@@ -28,7 +28,8 @@ STAGES: tuple[tuple[str, str, tuple[tuple[str, str], ...], str], ...] = (
      "train_seconds"),
     ("train_baseline", "supervised RadioUNet-style peer, every test map",
      (("test_nmse", "NMSE"), ("test_tx_response", "Tx-response"), ("steps_per_s", "steps/s"),
-      ("parity_steps", "steps"), ("generative_train_seconds", "to match the generative chain's training s"),
+      ("parity_steps", "planned steps"), ("parity_coda_steps", "then at the floor lr"),
+      ("generative_train_seconds", "to match the generative chain's training s"),
       ("train_seconds_over_generative", "trained x that time")),
      "train_seconds"),
 )
@@ -80,7 +81,8 @@ def _number(value: Any) -> str:
     if isinstance(value, int) or float(value).is_integer() and abs(value) >= 10:
         return f"{int(value):,}"
     magnitude = abs(value)
-    return f"{value:.4f}" if magnitude < 1 else f"{value:.3g}" if magnitude < 100 else f"{value:,.0f}"
+    # "#": trailing zeros kept, so 1.004 reads 1.00, not 1
+    return f"{value:.4f}" if magnitude < 1 else f"{value:#.3g}" if magnitude < 100 else f"{value:,.0f}"
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],

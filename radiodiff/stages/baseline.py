@@ -30,6 +30,7 @@ from radiodiff.stages.parity import (
     plan_steps,
     read_plan,
     stretched,
+    train_to_parity,
     write_plan,
 )
 from radiodiff.training import distributed
@@ -71,7 +72,8 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
 
     parity_seconds: the generative chain's training wall time (s); when given, the run lasts
     at least that long (`radiodiff.stages.parity`): its step count is planned from the
-    baseline's measured rate, and the metrics report both times.
+    baseline's measured rate, a coda at the floor learning rate makes up a shortfall, and the
+    metrics report both times.
     """
     device = resolve_device(cfg.train.device)
     train = RadioMapDataset(dataset_dir, "train", condition.encodings)
@@ -81,8 +83,16 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
     batches = loader_factory(augmented(train, cfg.data.augment), batch_size=cfg.data.batch_size,
                              seed=cfg.train.seed, num_workers=cfg.data.workers, device=device)
     digest = dataset_digest(dataset_dir)
+
+    def train_for(loop, folder):
+        return train_loop(model=model, loss_fn=_loss_fn, config=loop, log=log, progress=progress,
+                          val_fn=lambda current, step: evaluate_baseline(current, val, limit=256)[0],
+                          batches=batches, checkpoint_dir=folder, name="train_baseline")
+
     plan = None
-    if parity_seconds is not None:
+    if parity_seconds is None:
+        result = train_for(cfg.train, run_folder(work_dir, KIND, cfg, condition, digest))
+    else:
         plan_file = run_folder(work_dir, KIND, cfg, condition, digest).with_suffix(".parity.json")
         plan = distributed.from_main(read_plan(plan_file, parity_seconds) if distributed.is_main() else None)
         if plan is None:  # every DDP rank takes part in the probe; rank 0's rate decides
@@ -90,20 +100,23 @@ def train_baseline(cfg: BaselineConfig, condition: ConditionConfig, *, dataset_d
             plan = ParityPlan(parity_seconds, rate, plan_steps(parity_seconds, rate, cfg.train.total_steps))
             if distributed.is_main():
                 write_plan(plan_file, plan)
-        if progress:  # beside the progress lines, so the log says why the run is this long
-            print(f"train_baseline: compute parity, {plan.total_steps} steps at {plan.steps_per_s:.2f} step/s to "
-                  f"match the generative chain's {parity_seconds:.0f} s of training", file=sys.stderr, flush=True)
+        say = (lambda line: print(f"train_baseline: {line}", file=sys.stderr, flush=True)) if progress \
+            else (lambda line: None)
+        # beside the progress lines, so the log says why the run is this long
+        say(f"compute parity, {plan.total_steps} steps at {plan.steps_per_s:.2f} step/s to match the "
+            f"generative chain's {parity_seconds:.0f} s of training")
         cfg = replace(cfg, train=stretched(cfg.train, plan.total_steps))
-    result = train_loop(
-        model=model, loss_fn=_loss_fn, config=cfg.train, log=log, progress=progress,
-        val_fn=lambda current, step: evaluate_baseline(current, val, limit=256)[0],
-        batches=batches, checkpoint_dir=run_folder(work_dir, KIND, cfg, condition, digest), name="train_baseline",
-    )
+        folder = run_folder(work_dir, KIND, cfg, condition, digest)  # one for the planned run and its codas
+        result, plan = train_to_parity(lambda loop: train_for(loop, folder), cfg.train, plan,
+                                       lambda grown: write_plan(plan_file, grown) if distributed.is_main() else None,
+                                       say)
     trained = result.ema.ema_model.eval()
     test = RadioMapDataset(dataset_dir, "test", condition.encodings)
     metrics, pred, target = evaluate_baseline(trained, test)
     out = {f"test_{k}": v for k, v in metrics.items()}
-    out.update(steps_per_s=result.steps_per_s, train_seconds=result.train_seconds, device=device_name(device))
+    # the whole run's rate (resumed calls and codas included), not the last call's
+    steps_per_s = result.step / result.train_seconds if result.train_seconds > 0 else 0.0
+    out.update(steps_per_s=steps_per_s, train_seconds=result.train_seconds, device=device_name(device))
     if plan is not None:
         out.update(parity_metrics(plan, result.train_seconds))
     shown = spread_indices(len(test))

@@ -6,9 +6,11 @@ this machine: the training seconds that train_vae, train_ldm and tune_tail repor
 `train_seconds`, resumed calls included). The baseline's own rate is measured on a throwaway
 copy of it for a few steps, and its `total_steps` becomes enough steps to last that long, with
 a margin for a machine whose speed drifts (never fewer than params ask). Step counts, not a
-clock, end the run, so the learning-rate schedule still ends where it should and a resumed run
-is exact; the plan is written next to the resume folders, so a restart trains to the same step
-count.
+clock, end the planned run, so the learning-rate schedule ends where it should and a resumed run
+is exact. A machine that speeds up within the stage can still finish the plan early; the run
+then goes on at the schedule's floor learning rate (`optim.min_lr`) for enough more steps to
+reach the time (the coda), so "at least" holds on any machine. The plan, coda included, is
+written next to the resume folders, so a restart trains to the same step count.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from torch import nn
 
 from radiodiff.errors import UserError
 from radiodiff.io import atomic_write_text
+from radiodiff.training import distributed
 from radiodiff.training.config import LoopConfig
-from radiodiff.training.loop import train_loop
+from radiodiff.training.loop import TrainResult, train_loop
 
 # The stages whose training is the generative model's cost: the latent space, the denoiser,
 # and the tail fine-tuning the served sampler uses.
@@ -37,6 +40,8 @@ CALIBRATION_STEPS = 60  # steps timed: seconds of work, enough to average a nois
 # went 4% and 21% faster than its probe (174 s trained against 181 s with no margin, 157 s
 # against 173 s with 10%), and "at least" is the point.
 PLAN_MARGIN = 1.25
+# Fewest steps a coda adds: each one validates and checkpoints at its end.
+CODA_MIN_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,15 @@ class ParityPlan:
     - generative_seconds: training wall time of GENERATIVE_STAGES, summed (s).
     - steps_per_s: the baseline's measured rate on this machine (optimizer steps per s).
     - total_steps: the step count that lasts at least `generative_seconds` at that rate, and
-      at least the configured one.
+      at least the configured one; the learning-rate schedule spans these.
+    - coda_steps: steps added after `total_steps` because the run had not yet lasted
+      `generative_seconds`, at the schedule's floor learning rate (`coda_loop`).
     """
 
     generative_seconds: float
     steps_per_s: float
     total_steps: int
+    coda_steps: int = 0
 
 
 def generative_train_seconds(metrics_dir: Path) -> float:
@@ -102,6 +110,46 @@ def stretched(loop: LoopConfig, total_steps: int) -> LoopConfig:
                                                       for name in ("log_every", "val_every", "checkpoint_every")})
 
 
+def coda_loop(loop: LoopConfig, coda_steps: int) -> LoopConfig:
+    """`loop`, the planned run, followed by `coda_steps` more steps at its floor learning rate
+    `optim.min_lr`: the planned schedule has ended there, and the coda neither warms it up again
+    nor decays it anew, so the planned steps train exactly as they did without it."""
+    if coda_steps <= 0:
+        return loop
+    return replace(loop, total_steps=loop.total_steps + coda_steps,
+                   optim=replace(loop.optim, lr=loop.optim.min_lr, warmup_steps=0))
+
+
+def train_to_parity(train: Callable[[LoopConfig], TrainResult], loop: LoopConfig, plan: ParityPlan,
+                    save_plan: Callable[[ParityPlan], None], say: Callable[[str], None]) -> tuple[TrainResult, ParityPlan]:
+    """Train the planned `loop` (already `stretched` to `plan.total_steps`), then as many codas
+    as it takes for the run's `train_seconds` to reach `plan.generative_seconds`.
+
+    - train(loop) -> TrainResult: one resumable training call (the same checkpoint folder for
+      every call: each resumes where the last ended).
+    - save_plan(plan): stores a plan whose coda grew (on rank 0), before the coda trains, so a
+      restart trains to the same step count.
+    - say(line): tells the log why the run goes on.
+
+    Each coda is sized from the rate of the call before it, with `PLAN_MARGIN`. Returns the
+    last call's result and the plan as it ended. Under torchrun rank 0's clock decides.
+    """
+    result = train(loop)
+    if plan.coda_steps:  # a restart's stored coda: the same steps at the same learning rates
+        result = train(coda_loop(loop, plan.coda_steps))
+    while True:
+        short = plan.generative_seconds - result.train_seconds
+        rate = result.steps_per_s if result.steps_per_s > 0 else plan.steps_per_s
+        more = distributed.from_main(max(CODA_MIN_STEPS, math.ceil(short * rate * PLAN_MARGIN)) if short > 0 else 0)
+        if more == 0:
+            return result, plan
+        say(f"{loop.total_steps + plan.coda_steps} steps took {result.train_seconds:.0f} s of the generative "
+            f"chain's {plan.generative_seconds:.0f} s: {more} more at the floor learning rate {loop.optim.min_lr:.1e}")
+        plan = replace(plan, coda_steps=plan.coda_steps + more)
+        save_plan(plan)
+        result = train(coda_loop(loop, plan.coda_steps))
+
+
 def read_plan(plan_file: Path, generative_seconds: float) -> ParityPlan | None:
     """The plan stored in `plan_file` if it was made for this generative time, else None."""
     try:
@@ -119,7 +167,8 @@ def write_plan(plan_file: Path, plan: ParityPlan) -> None:
 def parity_metrics(plan: ParityPlan, train_seconds: float) -> dict[str, Any]:
     """What the stage reports beside its own train_seconds: both costs and, when the chain took
     any time, their ratio."""
-    metrics: dict[str, Any] = {"generative_train_seconds": plan.generative_seconds, "parity_steps": plan.total_steps}
+    metrics: dict[str, Any] = {"generative_train_seconds": plan.generative_seconds, "parity_steps": plan.total_steps,
+                               "parity_coda_steps": plan.coda_steps}
     if plan.generative_seconds > 0:
         metrics["train_seconds_over_generative"] = train_seconds / plan.generative_seconds
     return metrics
