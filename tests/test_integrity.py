@@ -126,6 +126,14 @@ def test_verify_exit_codes(tmp_path, bank_dir, capsys):
     assert _verify(bank_dir, capsys) == (0, "ok: 1 file, 4 entries\n")
     (tmp_path / "empty").mkdir()
     assert _verify(tmp_path / "empty", capsys) == (0, "ok: 0 files, 0 entries\n")
+    (tmp_path / "models").mkdir()  # a folder of other files is no empty bank: a mistyped path says so
+    (tmp_path / "models" / "vae.pt").write_bytes(b"weights")
+    code, output = _verify(tmp_path / "models", capsys)
+    assert code == 2
+    _assert_one_error_line(output, str(tmp_path / "models"), "not a midpoint bank")
+    assert main(["bank", "compact", str(tmp_path / "models")]) == 2  # and compact leaves no lock file there
+    assert "not a midpoint bank" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["vae.pt"]
     code, output = _verify(tmp_path / "absent", capsys)
     assert code == 2
     _assert_one_error_line(output, str(tmp_path / "absent"), "no such midpoint bank")

@@ -23,7 +23,7 @@ from radiodiff.bank.key import BankKey
 from radiodiff.bank.parts import list_parts, reading, write_part
 from radiodiff.bank.record import BankRecord, part_record, write_record, writer_lock
 from radiodiff.bank.schema import BankError
-from radiodiff.bank.verify import KEY_FIELDS, inspect_bank, verify_bank
+from radiodiff.bank.verify import KEY_FIELDS, inspect_bank, require_bank, verify_bank
 from radiodiff.io import atomic_dir
 
 
@@ -31,8 +31,7 @@ def compact_bank(root: Path | str) -> dict:
     """Merge every part of bank `root` into one; returns {"before": parts, "after": parts,
     "entries": rows}. Raises BankError (nothing changed) if the bank does not verify or is sealed."""
     root = Path(root)
-    if not root.is_dir():
-        raise BankError(f"{root}: no such midpoint bank directory")
+    require_bank(root)  # before the lock, whose file would turn any folder into an empty bank
     with writer_lock(root):
         record = current_record(root)
         if record.sealed:

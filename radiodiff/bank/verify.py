@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from radiodiff.bank.parts import list_parts, reading
-from radiodiff.bank.record import RECORD_NAME, read_record, reader_lock
+from radiodiff.bank.record import LOCK_NAME, RECORD_NAME, read_record, reader_lock
 from radiodiff.bank.schema import BankError, decode_latent
 from radiodiff.io import file_sha256
 
@@ -50,12 +50,25 @@ def inspect_bank(root: Path | str, *, writer_lock_held: bool = False) -> BankRep
     lock shared, unless the caller holds it as a writer (`writer_lock_held`: asking for it
     again would wait for ever)."""
     root = Path(root)
-    if not root.exists():
-        raise BankError(f"{root}: no such midpoint bank directory")
+    require_bank(root)
     if writer_lock_held:
         return _inspect(root)
     with reader_lock(root):
         return _inspect(root)
+
+
+def require_bank(root: Path) -> None:
+    """BankError unless `root` is a bank directory: an empty one (a bank nothing was written
+    to yet), or one a writer has used, so it holds the record, the lock file or a part. A
+    command pointed at another folder (say `models/`) says so, rather than report it as a
+    sound empty bank (or, compacting, leave a lock file in it)."""
+    if not root.exists():
+        raise BankError(f"{root}: no such midpoint bank directory")
+    if (root / RECORD_NAME).is_file() or (root / LOCK_NAME).exists():
+        return
+    if not list_parts(root) and any(root.iterdir()):  # parts alone: a bank written before records existed
+        raise BankError(f"{root}: not a midpoint bank: it holds files, but no {RECORD_NAME} and no part file; a "
+                        "bank is the folder build_bank writes (bank/, or data/cache/bank while it builds)")
 
 
 def _inspect(root: Path) -> BankReport:
