@@ -79,7 +79,7 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def _start_latents(model: LatentDiffusion, cfg: FluxConfig, cond: torch.Tensor, maps: tuple[int, ...],
+def start_latents(model: LatentDiffusion, cfg: FluxConfig, cond: torch.Tensor, maps: tuple[int, ...],
                    seed: int, from_bank: bool) -> torch.Tensor:
     """Each map's start latent of the scored plan: the static midpoint at `cfg.t_mid` (the
     bank's construction: seeded scene noise through the prefix under the buildings alone), or the
@@ -102,7 +102,7 @@ def other_t_mids(model: LatentDiffusion, net: torch.nn.Module, cfg: FluxConfig,
             continue
         at = replace(cfg, t_mid=t_mid)
         plan = flux_plan(model.process, t_mid, cfg.prefix_steps, cfg.tail_steps)
-        start = _start_latents(model, at, everything.cond, everything.maps, cfg.seeds[0], True)
+        start = start_latents(model, at, everything.cond, everything.maps, cfg.seeds[0], True)
         pred = stage2_decode(model, start, everything.cond, plan,
                              denoise_fn=lambda x, t: net(x, t, everything.cond.to(model.device))).cpu()
         out[f"t{t_mid}_nmse"] = float(nmse(pred, everything.gain).mean())
@@ -116,7 +116,7 @@ def score(model: LatentDiffusion, net: torch.nn.Module, cfg: FluxConfig, test: R
             else full_plan(model.process, cfg.tail_steps))
 
     def run(cond: torch.Tensor, maps: tuple[int, ...], seed: int) -> torch.Tensor:
-        start = _start_latents(model, cfg, cond, maps, seed, from_bank)
+        start = start_latents(model, cfg, cond, maps, seed, from_bank)
         return stage2_decode(model, start, cond, plan, denoise_fn=lambda x, t: net(x, t, cond.to(model.device))).cpu()
 
     everything = load_rows(test, list(range(len(test))))
