@@ -8,6 +8,7 @@ tests/test_distributed.py launches it and also runs `train_toy` in one process t
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
+from radiodiff.stages.parity import ParityPlan, train_to_parity
 from radiodiff.training import distributed
 from radiodiff.training.batching import loader_factory
 from radiodiff.training.config import LoopConfig, OptimConfig
@@ -59,6 +61,28 @@ def train_toy(model: nn.Module, *, devices: int, checkpoint_dir: Path | None, lo
                       should_stop=should_stop)
 
 
+def parity_toy(ranks: distributed.Ranks, checkpoint_dir: Path) -> tuple[nn.Module, ParityPlan, list[ParityPlan]]:
+    """The toy run to compute parity (`train_to_parity`) on clocks that disagree: rank 0's says
+    each call took 1 s at 4 step/s, rank 1's that the time was reached at once. Rank 0's decides,
+    so both train the same codas (rank 1 on its own clock would stop, and rank 0 would wait on it)."""
+    model, calls, saved = toy_model(), [], []
+    plan = ParityPlan(generative_seconds=2.5, steps_per_s=4.0, total_steps=4)
+
+    def train(loop: LoopConfig) -> TrainResult:
+        result = train_loop(model=model, loss_fn=_loss_fn, batches=loader_factory(toy_data(), batch_size=BATCH, seed=5),
+                            config=replace(loop, devices=ranks.world_size), log=lambda metrics, step: None,
+                            checkpoint_dir=checkpoint_dir, progress=False)
+        calls.append(loop.total_steps)
+        seconds = float(len(calls)) if ranks.is_main else 100.0
+        return replace(result, train_seconds=seconds, steps_per_s=4.0)
+
+    loop = LoopConfig(total_steps=4, seed=3, log_every=1, val_every=2, checkpoint_every=2,
+                      optim=OptimConfig(lr=1e-2, min_lr=1e-3, ema_decay=0.9, ema_start_step=1, grad_clip=1.0))
+    _, final = train_to_parity(train, loop, plan, lambda grown: saved.append(grown) if ranks.is_main else None,
+                               lambda line: None)
+    return model, final, saved
+
+
 def main(out_dir: str) -> None:
     out = Path(out_dir)
     with distributed.process_group() as ranks:
@@ -71,7 +95,10 @@ def main(out_dir: str) -> None:
                                 log=lambda metrics, step: None,
                                 should_stop=lambda step, metrics: stop_calls.append(step) or step >= 2)
         train_toy(resumed, devices=ranks.world_size, checkpoint_dir=out / "resume", log=lambda metrics, step: None)
-        torch.save({"weights": model.state_dict(), "ema": result.ema.ema_model.state_dict(), "logged": logged,
+        parity_model, parity_plan, parity_saved = parity_toy(ranks, out / "parity")
+        torch.save({"parity_weights": parity_model.state_dict(), "parity_coda_steps": parity_plan.coda_steps,
+                    "parity_saved": [grown.coda_steps for grown in parity_saved],
+                    "weights": model.state_dict(), "ema": result.ema.ema_model.state_dict(), "logged": logged,
                     "val_metrics": result.val_metrics, "train_loss": result.train_loss,
                     "checkpoint": str(result.checkpoint), "world_size": ranks.world_size,
                     "interrupted_at": interrupted.step, "stop_calls": stop_calls, "resumed": resumed.state_dict()},

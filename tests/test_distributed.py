@@ -108,6 +108,16 @@ def test_only_rank_zero_logs_and_writes_checkpoints_but_all_share_its_results(tw
 
 
 @pytest.mark.slow
+def test_rank_zero_clock_decides_the_parity_codas_of_every_rank(two_ranks):
+    # rank 0: 1 s a call, 4 step/s, 2.5 s to reach: 1.5 s short -> 8 steps, the floor of 10; then 0.5 s -> 10
+    (rank0, rank1), _ = two_ranks
+    assert rank0["parity_coda_steps"] == rank1["parity_coda_steps"] == 20
+    assert rank0["parity_saved"] == [10, 20] and rank1["parity_saved"] == []  # rank 0 alone stores the plan
+    for name, weight in rank0["parity_weights"].items():
+        assert torch.equal(weight, rank1["parity_weights"][name]), name
+
+
+@pytest.mark.slow
 def test_rank_zero_decides_an_early_stop_and_a_resumed_run_matches_an_uninterrupted_one(two_ranks):
     (rank0, rank1), _ = two_ranks
     assert rank0["stop_calls"] == [2] and rank1["stop_calls"] == []
