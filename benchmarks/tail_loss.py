@@ -80,7 +80,7 @@ VARIANTS: dict[str, Variant] = {
 
 
 def start_latents(model: LatentDiffusion, cfg: FluxConfig, cond: torch.Tensor, maps: tuple[int, ...],
-                   seed: int, from_bank: bool) -> torch.Tensor:
+                  seed: int, from_bank: bool) -> torch.Tensor:
     """Each map's start latent of the scored plan: the static midpoint at `cfg.t_mid` (the
     bank's construction: seeded scene noise through the prefix under the buildings alone), or the
     scene noise itself for the few-step control."""

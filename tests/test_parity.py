@@ -142,7 +142,7 @@ def test_a_restart_trains_its_stored_coda_first_and_a_run_long_enough_adds_none(
     plan = ParityPlan(generative_seconds=32.0, steps_per_s=1.25, total_steps=40, coda_steps=12)
     saved = []
     result, final = train_to_parity(train, stretched(LOOP, 40), plan, saved.append, lambda line: None)
-    assert calls == [40, 52] and final == plan and saved == []
+    assert calls == [40, 52] and final == plan and saved == [] and result.step == 52
 
 
 def test_a_parity_run_whose_plan_ends_early_trains_a_coda_and_a_restart_keeps_it(dataset, tmp_path, monkeypatch):
@@ -159,7 +159,7 @@ def test_a_parity_run_whose_plan_ends_early_trains_a_coda_and_a_restart_keeps_it
 
     monkeypatch.setattr(baseline_stage, "measure_steps_per_second", lambda *args, **kwargs: 1.0)
     first = train_baseline(lambda metrics, step: logged.append((step, metrics)))
-    assert first["parity_steps"] == LOOP.total_steps  # 3 s x 1 step/s x 1.25 is below the configured 4
+    assert first["parity_steps"] == LOOP.total_steps  # ceil(3 s x 1 step/s x 1.25): the configured 4
     assert first["parity_coda_steps"] > 0 and first["train_seconds"] >= 3.0
     coda_lrs = {m["train/lr"] for step, m in logged if "train/lr" in m and step > LOOP.total_steps}
     assert coda_lrs == {LOOP.optim.min_lr}
