@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from radiodiff.bank.parts import list_parts, new_part_name, write_part
 from radiodiff.bank.record import BankRecord, PendingPart, part_record, read_record, write_record
@@ -88,8 +89,6 @@ def _published_whole(path: Path, rows: int) -> bool:
 
 
 def _row_count(path: Path) -> int | None:
-    import pyarrow.parquet as pq
-
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except Exception:  # noqa: BLE001 - any unreadable file: left for verify to report
