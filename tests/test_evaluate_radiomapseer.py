@@ -138,6 +138,43 @@ def test_sites_from_antennas_csv_as_the_geometry_copy_has_them(models, folder, t
     assert set(_rows(capsys.readouterr().out)) == {"flux", "ddim_2", "baseline"}
 
 
+def _with_antenna_images(folder, tmp_path, blank: str | None = None):
+    """A copy with each Tx's png/antennas/{map}_{tx}.png (its site's pixel lit), as the published
+    dataset has them; the image named `blank` left all 0."""
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    for map_id in MAPS:
+        sites = json.loads((copy / "antenna" / f"{map_id}.json").read_text())
+        for tx_id in TX_IDS:
+            image = np.zeros((256, 256), np.uint8)
+            if f"{map_id}_{tx_id}" != blank:
+                col, row = sites[tx_id]
+                image[row, col] = 255
+            _save_png(copy / "png" / "antennas" / f"{map_id}_{tx_id}.png", image)
+    return copy
+
+
+def test_tx_sites_from_the_antenna_images_need_no_list_and_no_order(models, folder, tmp_path, capsys):
+    copy = _with_antenna_images(folder, tmp_path)
+    listed = json.loads((copy / "antenna" / "11.json").read_text())
+    (copy / "antenna" / "11.json").write_text(json.dumps([[row, col] for col, row in listed]))  # refused alone
+    (copy / "antenna" / "23.json").unlink()
+    out = tmp_path / "scores.json"
+    assert main(_args(models, copy, "--out", str(out))) == 0
+    by_method = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert by_method["simulator"]["nmse"] == pytest.approx(0.0, abs=1e-12)  # every Tx where its map was made
+    assert by_method["simulator"]["maps"] == 4
+
+
+def _swapped_antenna_images(folder, tmp_path):
+    copy = _with_antenna_images(folder, tmp_path)
+    first, second = (copy / "png" / "antennas" / f"{MAPS[0]}_{tx_id}.png" for tx_id in TX_IDS)
+    first.rename(first.with_suffix(".tmp"))
+    second.rename(first)
+    first.with_suffix(".tmp").rename(second)
+    return copy
+
+
 def _without(folder, tmp_path, relative: str):
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
@@ -153,11 +190,13 @@ def _without(folder, tmp_path, relative: str):
     (lambda m, f, t: _args(m, _without(f, t, "antenna/23.json")), "missing Tx sites"),
     (lambda m, f, t: _args(m, f, "--maps", "99"), "no gain maps of map(s) 99"),
     (lambda m, f, t: _args(m, f, "--antenna-order", "rowcol"), "--antenna-order xy"),
+    (lambda m, f, t: _args(m, _with_antenna_images(f, t, blank="23_1")), "no Tx pixel"),
+    (lambda m, f, t: _args(m, _swapped_antenna_images(f, t)), "does not peak at the Tx site"),
     (lambda m, f, t: _args(m, f, "--ddim-steps", "0"), "--ddim-steps must be >= 1"),
     (lambda m, f, t: _args(m, f, "--out", str(t / "scores.csv")), "--out must be a .json file"),
     (lambda m, f, t: _args(m, f) + ["--models", str(t / "nowhere")], "model file not found"),
-], ids=["no-folder", "no-gain", "missing-layout", "missing-sites", "unknown-map", "wrong-order", "zero-steps",
-        "not-json", "no-models"])
+], ids=["no-folder", "no-gain", "missing-layout", "missing-sites", "unknown-map", "wrong-order", "blank-tx-image",
+        "swapped-tx-images", "zero-steps", "not-json", "no-models"])
 def test_a_bad_folder_or_flag_is_one_error_line_and_exit_2(models, folder, tmp_path, capsys, change, message):
     assert main(change(models, folder, tmp_path)) == 2
     err = capsys.readouterr().err.strip().splitlines()

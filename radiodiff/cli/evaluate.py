@@ -5,8 +5,9 @@
                        [--models DIR] [--params FILE] [--device auto|cpu|cuda|cuda:N] [--threads N]
 
 DIR holds the published dataset's layout: png/buildings_complete/{map}.png, png/cars/{map}.png,
-gain/DPM/{map}_{tx}.png or gain/carsDPM/{map}_{tx}.png, and antenna/{map}.json (one [x, y] =
-(column, row) pair per Tx id; --antenna-order rowcol for the other way round) or antennas.csv.
+gain/DPM/{map}_{tx}.png or gain/carsDPM/{map}_{tx}.png, and the Tx sites: png/antennas/{map}_{tx}.png
+where present, else antenna/{map}.json (one [x, y] = (column, row) pair per Tx id; --antenna-order
+rowcol for the other way round) or antennas.csv.
 Every gain map found (of --maps, at most K Tx each) is resized to the model's grid as
 `prepare` does and predicted by: the served RadioDiff-Flux sampler (cold path, no bank is
 read or written), DDIM with N steps (default: the best DDIM row of plots/evaluate_table.json,
@@ -45,7 +46,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--tx-per-map", type=int, metavar="K", help="at most K Tx per map, the lowest ids")
     parser.add_argument("--gain", choices=GAIN_FOLDERS, help="gain folder (default: DPM if present, else carsDPM)")
     parser.add_argument("--antenna-order", choices=ANTENNA_ORDERS, default="xy",
-                        help="pair order in antenna/{map}.json (default xy: [column, row])")
+                        help="pair order in antenna/{map}.json, read for a Tx without a png/antennas image "
+                             "(default xy: [column, row])")
     parser.add_argument("--ddim-steps", type=int, metavar="N", help="DDIM steps (default: see above)")
     parser.add_argument("--no-simulator", action="store_true", help="skip the simulator row (the slowest on a CPU)")
     parser.add_argument("--out", type=Path, metavar="FILE.json", help="also write the rows as JSON")

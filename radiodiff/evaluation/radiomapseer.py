@@ -7,10 +7,13 @@ The folder, as the published dataset lays it out:
     png/cars/{map}.png                 256 x 256, 255 = car (read with gain/carsDPM)
     gain/DPM/{map}_{tx}.png            8-bit gray gain, static scene
     gain/carsDPM/{map}_{tx}.png        the same with the cars as obstacles
+    png/antennas/{map}_{tx}.png        256 x 256, the Tx pixel lit (the published loaders' Tx input)
     antenna/{map}.json                 the map's Tx sites, one [x, y] pair (column, row) per Tx id
     (or antennas.csv                   map_id,tx_id,row,col, as ../shared's geometry copy has it)
 
-A sample is one gain file: its map's layout, the Tx at index `tx` of the map's antenna list.
+A sample is one gain file: its map's layout and its Tx, read from the Tx's antenna image where
+the folder has one (it cannot be read in the wrong coordinate order), else at index `tx` of the
+map's antenna list.
 Targets are area-averaged over free pixels to the model's resolution (`downsample_gain`),
 layouts majority-pooled, cars as pixel coverage, the Tx snapped as a query would be
 (`serve.prepare_query`). NMSE is RadioDiff's per-map MSE(pred, gt) / MSE(gt, 0), over all
@@ -94,6 +97,46 @@ def find_samples(root: Path, gain_folder: str, maps: Sequence[int] | None, tx_pe
     return [(m, sorted(tx)[:tx_per_map]) for m, tx in sorted(by_map.items())]
 
 
+def read_tx_sites(root: Path, map_id: int, tx_ids: Sequence[int], order: str
+                  ) -> list[tuple[tuple[int, int], Path | None]]:
+    """(row, col) at 256 x 256 of each Tx of `tx_ids`, with the antenna image it was read from:
+    `png/antennas/{map}_{tx}.png` where the folder has it, else the map's site list
+    (`read_antennas`, image None). The list is read only when some Tx has no image."""
+    sites: list[tuple[tuple[int, int], Path | None]] = []
+    listed: np.ndarray | None = None
+    for tx_id in tx_ids:
+        image_path = root / "png" / "antennas" / f"{map_id}_{tx_id}.png"
+        if image_path.is_file():
+            sites.append((read_tx_image(image_path), image_path))
+            continue
+        if listed is None:
+            listed = read_antennas(root, map_id, order)
+        if tx_id >= len(listed):
+            raise UserError(f"{root}: map {map_id} has {len(listed)} Tx sites, the gain map names Tx {tx_id}")
+        sites.append(((int(listed[tx_id, 0]), int(listed[tx_id, 1])), None))
+    return sites
+
+
+def read_tx_image(path: Path) -> tuple[int, int]:
+    """The Tx pixel (row, col) of an antenna image: 256 x 256, 0 but at the transmitter. Should an
+    image mark the site with more than one pixel, the centre of its brightest pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            raw = image.mode in ("1", "L", "F") or image.mode.startswith("I")
+            array = np.asarray(image if raw else image.convert("L"), dtype=np.float64)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc})") from None
+    if array.shape != (256, 256):
+        raise UserError(f"{path}: expected a 256 x 256 antenna image, got {'x'.join(map(str, array.shape))}")
+    peak = array.max()
+    if not peak > 0:
+        raise UserError(f"{path}: no Tx pixel (the image is all 0)")
+    rows, cols = np.nonzero(array == peak)
+    return int(np.rint(rows.mean())), int(np.rint(cols.mean()))
+
+
 def read_antennas(root: Path, map_id: int, order: str) -> np.ndarray:
     """Tx sites of `map_id` `[K, 2]` int (row, col) at 256 x 256, indexed by Tx id: from
     `antenna/{map}.json` (pairs in `order`), else from `antennas.csv` (row, col columns)."""
@@ -111,7 +154,7 @@ def read_antennas(root: Path, map_id: int, order: str) -> np.ndarray:
         path = root / "antennas.csv"
         pixels = _csv_sites(path, map_id)
     else:
-        raise UserError(f"missing Tx sites: {path} (nor an antennas.csv in {root})")
+        raise UserError(f"missing Tx sites: {path} (nor an antennas.csv, nor png/antennas images in {root})")
     if len(pixels) and (pixels.min() < 0 or pixels.max() > 255):
         raise UserError(f"{path}: Tx coordinates of map {map_id} outside the 256 x 256 map")
     return pixels
@@ -148,14 +191,11 @@ def load_real_maps(root: Path, resolution: int, *, maps: Sequence[int] | None = 
     for map_id, tx_ids in find_samples(root, folder, maps, tx_per_map):
         buildings = read_mask_png(root / "png" / "buildings_complete" / f"{map_id}.png")
         cars = read_mask_png(root / "png" / "cars" / f"{map_id}.png") if dynamic else np.zeros_like(buildings)
-        sites = read_antennas(root, map_id, antenna_order)
+        sites = read_tx_sites(root, map_id, tx_ids, antenna_order)
         gray = radiomapseer_gray(root, map_id, tx_ids, dynamic=dynamic)
-        for tx_id, image in zip(tx_ids, gray):
-            if tx_id >= len(sites):
-                raise UserError(f"{root}: map {map_id} has {len(sites)} Tx sites, the gain map names Tx {tx_id}")
-            tx = (int(sites[tx_id, 0]), int(sites[tx_id, 1]))
+        for tx_id, image, (tx, image_path) in zip(tx_ids, gray, sites):
             _check_tx_is_brightest(image, buildings, tx, root / "gain" / folder / f"{map_id}_{tx_id}.png",
-                                   antenna_order)
+                                   image_path, antenna_order)
             query = prepare_query(buildings, tx, cars if dynamic else None, resolution)
             samples.append(Sample(map_id, tx_id, tx, query))
             targets.append(downsample_gain(image.astype(np.float32) / 255.0, buildings, factor))
@@ -164,13 +204,16 @@ def load_real_maps(root: Path, resolution: int, *, maps: Sequence[int] | None = 
 
 
 def _check_tx_is_brightest(gray: np.ndarray, buildings: np.ndarray, tx: tuple[int, int], path: Path,
-                           order: str) -> None:
-    """The gain peaks at the transmitter: a Tx read in the wrong coordinate order lands on a
-    dim pixel, and scoring it would be meaningless. Checked within 2 px of the site."""
+                           image_path: Path | None, order: str) -> None:
+    """The gain peaks at the transmitter: a Tx read in the wrong coordinate order (or from
+    another Tx's image) lands on a dim pixel, and scoring it would be meaningless. Checked
+    within 2 px of the site."""
     row, col = tx
     near = gray[max(row - 2, 0):row + 3, max(col - 2, 0):col + 3]
     free = gray[~buildings]
     if free.size and near.max() < np.percentile(free, 99):
+        if image_path is not None:
+            raise UserError(f"{path}: the gain does not peak at the Tx site {tx} (row, col) of {image_path}")
         other = "rowcol" if order == "xy" else "xy"
         raise UserError(f"{path}: the gain does not peak at the Tx site {tx} (row, col) read from antenna/ in "
                         f"order {order}; if the sites are written the other way round, pass --antenna-order {other}")
@@ -193,9 +236,10 @@ def score_maps(pred: np.ndarray, target: np.ndarray, buildings: np.ndarray) -> d
 def _check_root(root: Path) -> None:
     if not root.is_dir():
         raise UserError(f"RadioMapSeer folder not found: {root}")
-    layout = "(png/buildings_complete, png/cars, gain/DPM or gain/carsDPM, antenna/{map}.json)"
+    layout = "(png/buildings_complete, png/cars, gain/DPM or gain/carsDPM, png/antennas or antenna/{map}.json)"
     for sub in ("png/buildings_complete", "gain"):
         if not (root / sub).is_dir():
             raise UserError(f"{root}: no {sub} folder: not a RadioMapSeer-format folder {layout}")
-    if not (root / "antenna").is_dir() and not (root / "antennas.csv").is_file():
-        raise UserError(f"{root}: no antenna folder (nor antennas.csv): not a RadioMapSeer-format folder {layout}")
+    if not any(path.exists() for path in (root / "png" / "antennas", root / "antenna", root / "antennas.csv")):
+        raise UserError(f"{root}: no png/antennas or antenna folder (nor antennas.csv): not a RadioMapSeer-format "
+                        f"folder {layout}")
