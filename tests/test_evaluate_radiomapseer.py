@@ -15,16 +15,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from radiodiff.artifacts.baseline import build_baseline, save_baseline
 from radiodiff.artifacts.denoiser import build_unet, save_ldm
 from radiodiff.artifacts.vae import build_vae, save_vae
 from radiodiff.cli import main
 from radiodiff.config import BaselineConfig, ConditionConfig, DiffusionConfig, LDMConfig, UNetConfig, VAEConfig
-from radiodiff.data.geometry import load_geometry
 from radiodiff.evaluation.radiomapseer import score_maps
-from radiodiff.sim import CitySimulator
+from tests.radiomapseer_folder import save_png, write_radiomapseer_folder
 
 RES = 32
 MAPS = (11, 23)  # two real layouts
@@ -34,32 +32,10 @@ LDM_CFG = LDMConfig(unet=UNetConfig(base_channels=8, channel_mults=(1, 2), cond_
                     diffusion=DiffusionConfig(num_steps=50), sample_steps=2)
 
 
-def _save_png(path, array) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """png/buildings_complete, png/cars, gain/DPM (both maps), gain/carsDPM (first map) and
-    antenna/{map}.json as [x, y] = (column, row), as the published dataset lays them out."""
-    root = tmp_path_factory.mktemp("radiomapseer")
-    geometry = load_geometry()
-    for index, map_id in enumerate(MAPS):
-        scene = geometry.scene(map_id)
-        _save_png(root / "png" / "buildings_complete" / f"{map_id}.png", scene.buildings * 255)
-        _save_png(root / "png" / "cars" / f"{map_id}.png", scene.cars * 255)
-        sites = [[int(col), int(row)] for row, col in scene.tx_sites]
-        (root / "antenna").mkdir(exist_ok=True)
-        (root / "antenna" / f"{map_id}.json").write_text(json.dumps(sites))
-        static = CitySimulator(scene.buildings)
-        for tx_id in TX_IDS:
-            _save_png(root / "gain" / "DPM" / f"{map_id}_{tx_id}.png", static.gain_gray(*scene.tx(tx_id)))
-        if index == 0:
-            with_cars = CitySimulator(scene.buildings, cars=scene.cars)
-            for tx_id in TX_IDS:
-                _save_png(root / "gain" / "carsDPM" / f"{map_id}_{tx_id}.png", with_cars.gain_gray(*scene.tx(tx_id)))
-    return root
+    """Both maps' DPM gains, the first map's carsDPM, antenna/{map}.json: the published layout."""
+    return write_radiomapseer_folder(tmp_path_factory.mktemp("radiomapseer"), MAPS, TX_IDS, cars_maps=MAPS[:1])
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +101,23 @@ def test_cars_maps_and_a_chosen_subset(models, folder, capsys):
     assert out.strip().endswith("(1 maps, flux)")
 
 
+@pytest.mark.parametrize("table, expected", [
+    ([{"method": "ddim_5", "family": "ddim", "unet_calls_per_map": 5, "nmse": 0.03},
+      {"method": "ddim_1", "family": "ddim", "unet_calls_per_map": 1, "nmse": 0.02},
+      {"method": "ddim_1_tuned", "family": "few_step_tuned", "unet_calls_per_map": 3, "nmse": 0.01}],
+     "ddim_1 (best DDIM of plots/evaluate_table.json)"),
+    ([{"method": "ddim_1", "family": "ddim", "nmse": 0.02}], "ddim_2 (params ldm.sample_steps)"),
+    ({"not": "a list of rows"}, "ddim_2 (params ldm.sample_steps)"),
+], ids=["best-row", "row-without-calls", "not-rows"])
+def test_ddim_steps_are_the_evaluate_stages_best_else_params(models, folder, tmp_path, capsys, monkeypatch, table,
+                                                            expected):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "evaluate_table.json").write_text(json.dumps(table))
+    monkeypatch.chdir(tmp_path)
+    assert main(_args(models, folder, "--no-simulator", "--maps", str(MAPS[0]), "--tx-per-map", "1")) == 0
+    assert f"evaluate: {expected} ..." in capsys.readouterr().err
+
+
 def test_sites_from_antennas_csv_as_the_geometry_copy_has_them(models, folder, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
@@ -150,7 +143,7 @@ def _with_antenna_images(folder, tmp_path, blank: str | None = None):
             if f"{map_id}_{tx_id}" != blank:
                 col, row = sites[tx_id]
                 image[row, col] = 255
-            _save_png(copy / "png" / "antennas" / f"{map_id}_{tx_id}.png", image)
+            save_png(copy / "png" / "antennas" / f"{map_id}_{tx_id}.png", image)
     return copy
 
 

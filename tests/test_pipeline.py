@@ -65,8 +65,23 @@ def _serve_new_layouts(root: Path, count: int) -> None:
     assert len(list((root / "bank-serving").glob("part-*.parquet"))) == count
 
 
+def _score_a_radiomapseer_folder(root: Path, folder: Path) -> None:
+    """`radiodiff evaluate --radiomapseer` in the project after its run: the trained files score
+    a folder in the dataset's layout, with the DDIM steps of the evaluate stage's best DDIM row."""
+    from tests.radiomapseer_folder import write_radiomapseer_folder
+
+    write_radiomapseer_folder(folder, maps=(11,), tx_ids=(0,))
+    ddim = [row for row in json.loads((root / "plots" / "evaluate_table.json").read_text()) if row["family"] == "ddim"]
+    steps = min(ddim, key=lambda row: row["nmse"])["unet_calls_per_map"]
+    scored = subprocess.run([str(Path(sys.executable).parent / "radiodiff"), "evaluate", "--radiomapseer", str(folder),
+                             "--no-simulator"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert f"ddim_{steps} (best DDIM of plots/evaluate_table.json)" in scored.stderr
+    assert scored.stdout.strip().splitlines()[-1].endswith("(1 maps, flux)")
+
+
 @pytest.mark.slow
-def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
+def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path, tmp_path_factory):
     import mlflow
 
     _copy_project(tmp_path)
@@ -110,6 +125,11 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(tmp_path):
 
     # Serving from the built bank never changes it: misses of new layouts go to bank-serving.
     _serve_new_layouts(tmp_path, count=5)
+    status = _dvc(tmp_path, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs
+
+    _score_a_radiomapseer_folder(tmp_path, tmp_path_factory.mktemp("radiomapseer"))
     status = _dvc(tmp_path, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     assert {p: p.stat().st_mtime_ns for p in outputs} == outputs

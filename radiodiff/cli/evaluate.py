@@ -134,11 +134,11 @@ def _ddim_steps(wanted: int | None, params, num_steps: int) -> tuple[int, str]:
     if EVALUATE_TABLE.is_file():
         try:
             rows = [r for r in json.loads(EVALUATE_TABLE.read_text()) if r.get("family") == "ddim"]
-        except (json.JSONDecodeError, AttributeError, TypeError):
-            rows = []  # an unreadable table is the stage's business: fall back to params
-        if rows:
-            best = min(rows, key=lambda r: r["nmse"])
-            return int(best["unet_calls"]), f"best DDIM of {EVALUATE_TABLE}"
+            calls = int(min(rows, key=lambda r: float(r["nmse"]))["unet_calls_per_map"]) if rows else None
+        except (json.JSONDecodeError, AttributeError, TypeError, KeyError, ValueError):
+            calls = None  # an unreadable table is the stage's business: fall back to params
+        if calls is not None and 1 <= calls <= num_steps:
+            return calls, f"best DDIM of {EVALUATE_TABLE}"
     return params.ldm.sample_steps, "params ldm.sample_steps"
 
 
