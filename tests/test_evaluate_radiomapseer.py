@@ -21,7 +21,7 @@ from radiodiff.artifacts.denoiser import build_unet, save_ldm
 from radiodiff.artifacts.vae import build_vae, save_vae
 from radiodiff.cli import main
 from radiodiff.config import BaselineConfig, ConditionConfig, DiffusionConfig, LDMConfig, UNetConfig, VAEConfig
-from radiodiff.evaluation.radiomapseer import score_maps
+from radiodiff.evaluation.radiomapseer import load_real_maps, score_maps
 from tests.radiomapseer_folder import save_png, write_radiomapseer_folder
 
 RES = 32
@@ -116,6 +116,17 @@ def test_ddim_steps_are_the_evaluate_stages_best_else_params(models, folder, tmp
     monkeypatch.chdir(tmp_path)
     assert main(_args(models, folder, "--no-simulator", "--maps", str(MAPS[0]), "--tx-per-map", "1")) == 0
     assert f"evaluate: {expected} ..." in capsys.readouterr().err
+
+
+def test_a_split_scores_the_folders_maps_of_radiounets_split_only(models, tmp_path, capsys):
+    folder = write_radiomapseer_folder(tmp_path / "split", maps=(11, 15), tx_ids=(0, 1))  # a train and a test city
+    real = load_real_maps(folder, RES, split="test", progress=False)
+    assert {sample.map_id for sample in real.samples} == {15} and len(real.samples) == 2
+    assert main(_args(models, folder, "--split", "test", "--tx-per-map", "1", "--no-simulator")) == 0
+    captured = capsys.readouterr()
+    assert "evaluate: 1 maps of 1 layouts" in captured.err and captured.out.strip().endswith("(1 maps, flux)")
+    assert main(_args(models, folder, "--split", "val")) == 2
+    assert "error: " in (err := capsys.readouterr().err) and "no gain maps of the 100 maps of RadioUNet's val split" in err
 
 
 def test_sites_from_antennas_csv_as_the_geometry_copy_has_them(models, folder, tmp_path, capsys):

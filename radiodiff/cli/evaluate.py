@@ -1,20 +1,23 @@
 """`radiodiff evaluate --radiomapseer DIR`: the trained pipeline scored on a RadioMapSeer folder.
 
-    radiodiff evaluate --radiomapseer DIR [--maps ID ...] [--tx-per-map K] [--gain DPM|carsDPM]
-                       [--antenna-order xy|rowcol] [--ddim-steps N] [--no-simulator] [--out FILE.json]
-                       [--models DIR] [--params FILE] [--device auto|cpu|cuda|cuda:N] [--threads N]
+    radiodiff evaluate --radiomapseer DIR [--maps ID ... | --split train|val|test] [--tx-per-map K]
+                       [--gain DPM|carsDPM] [--antenna-order xy|rowcol] [--ddim-steps N]
+                       [--no-simulator] [--out FILE.json] [--models DIR] [--params FILE]
+                       [--device auto|cpu|cuda|cuda:N] [--threads N]
 
 DIR holds the published dataset's layout: png/buildings_complete/{map}.png, png/cars/{map}.png,
 gain/DPM/{map}_{tx}.png or gain/carsDPM/{map}_{tx}.png, and the Tx sites: png/antennas/{map}_{tx}.png
 where present, else antenna/{map}.json (one [x, y] = (column, row) pair per Tx id; --antenna-order
 rowcol for the other way round) or antennas.csv.
-Every gain map found (of --maps, at most K Tx each) is resized to the model's grid as
-`prepare` does and predicted by: the served RadioDiff-Flux sampler (cold path, no bank is
-read or written), DDIM with N steps (default: the best DDIM row of plots/evaluate_table.json,
-else params ldm.sample_steps), the supervised baseline (if models/baseline.pt exists), and
-the simulator itself. One row per method: mean NMSE (per-map MSE(pred, gt) / MSE(gt, 0)) and
-RMSE over all pixels and over free pixels, network calls and ms per map. The last line reads
-`NMSE <x> RMSE <y> (<n> maps, flux)`.
+
+Every gain map found (of --maps, or the folder's maps of RadioUNet's --split: `prepare` takes its
+maps from that split, so --split test scores cities no stage trained on; at most K Tx per map)
+is resized to the model's grid as `prepare` does and predicted by: the served RadioDiff-Flux
+sampler (cold path, no bank is read or written), DDIM with N steps (default: the best DDIM row
+of plots/evaluate_table.json, else params ldm.sample_steps), the supervised baseline (if
+models/baseline.pt exists), and the simulator itself. One row per method: mean NMSE (per-map
+MSE(pred, gt) / MSE(gt, 0)) and RMSE over all pixels and over free pixels, network calls and ms
+per map. The last line reads `NMSE <x> RMSE <y> (<n> maps, flux)`.
 """
 
 from __future__ import annotations
@@ -34,15 +37,19 @@ EVALUATE_TABLE = PLOTS_DIR / "evaluate_table.json"  # written by the evaluate st
 def add_parser(subparsers) -> None:
     """Register the `evaluate` subcommand on an argparse subparsers object."""
     from radiodiff.evaluation.radiomapseer import ANTENNA_ORDERS, GAIN_FOLDERS
+    from radiodiff.options import SPLITS
 
     parser = subparsers.add_parser(
         "evaluate",
         help="score the trained pipeline on a RadioMapSeer-format folder",
-        description="\n\n".join(__doc__.split("\n\n")[:3]),
+        description="\n\n".join(__doc__.split("\n\n")[:4]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--radiomapseer", type=Path, required=True, metavar="DIR", help="RadioMapSeer-format folder")
-    parser.add_argument("--maps", type=int, nargs="+", metavar="ID", help="map ids to score (default: every map)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--maps", type=int, nargs="+", metavar="ID", help="map ids to score (default: every map)")
+    which.add_argument("--split", choices=SPLITS,
+                       help="the folder's maps of RadioUNet's split (test: cities no stage trained on)")
     parser.add_argument("--tx-per-map", type=int, metavar="K", help="at most K Tx per map, the lowest ids")
     parser.add_argument("--gain", choices=GAIN_FOLDERS, help="gain folder (default: DPM if present, else carsDPM)")
     parser.add_argument("--antenna-order", choices=ANTENNA_ORDERS, default="xy",
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     files = ModelFiles(args.models).served()
     resolution = params.prepare.resolution
     real = load_real_maps(args.radiomapseer, resolution, maps=args.maps, tx_per_map=args.tx_per_map,
-                          gain_folder=args.gain, antenna_order=args.antenna_order)
+                          split=args.split, gain_folder=args.gain, antenna_order=args.antenna_order)
     _progress(f"{len(real.samples)} maps of {len(real.layouts_256)} layouts from {args.radiomapseer}/gain/"
               f"{real.gain_folder}, at {resolution}x{resolution}")
     from radiodiff.serve import FluxPredictor

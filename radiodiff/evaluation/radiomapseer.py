@@ -32,8 +32,11 @@ import numpy as np
 
 from radiodiff.data.layout import read_mask_png
 from radiodiff.data.resample import downsample_gain
+from radiodiff.data.split import radiounet_split
 from radiodiff.data.targets import radiomapseer_gray
 from radiodiff.errors import UserError
+from radiodiff.options import SPLITS
+from radiodiff.progress import Progress
 from radiodiff.serve import Query, prepare_query
 
 GAIN_FOLDERS = ("DPM", "carsDPM")
@@ -78,10 +81,11 @@ def choose_gain_folder(root: Path, wanted: str | None) -> str:
     return present[0]
 
 
-def find_samples(root: Path, gain_folder: str, maps: Sequence[int] | None, tx_per_map: int | None
-                 ) -> list[tuple[int, list[int]]]:
+def find_samples(root: Path, gain_folder: str, maps: Sequence[int] | None, tx_per_map: int | None,
+                 split: str | None = None) -> list[tuple[int, list[int]]]:
     """(map id, Tx ids) to score: every gain file of `gain_folder` (numerically ordered), of
-    `maps` when given, at most `tx_per_map` Tx per map (the lowest ids)."""
+    `maps` when given, else of the folder's maps in RadioUNet's `split` when given, at most
+    `tx_per_map` Tx per map (the lowest ids)."""
     by_map: dict[int, list[int]] = {}
     for path in (root / "gain" / gain_folder).iterdir():
         match = _GAIN_NAME.match(path.name)
@@ -92,6 +96,14 @@ def find_samples(root: Path, gain_folder: str, maps: Sequence[int] | None, tx_pe
         if absent:
             raise UserError(f"{root}/gain/{gain_folder}: no gain maps of map(s) {', '.join(map(str, absent))}")
         by_map = {m: by_map[m] for m in maps}
+    elif split is not None:
+        if split not in SPLITS:
+            raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split}")
+        in_split = {int(m) for m in radiounet_split()[split]}
+        by_map = {m: tx for m, tx in by_map.items() if m in in_split}
+        if not by_map:
+            raise UserError(f"{root}/gain/{gain_folder}: no gain maps of the {len(in_split)} maps of RadioUNet's "
+                            f"{split} split")
     if not by_map:
         raise UserError(f"{root}/gain/{gain_folder}: no gain maps named {{map}}_{{tx}}.png")
     return [(m, sorted(tx)[:tx_per_map]) for m, tx in sorted(by_map.items())]
@@ -178,29 +190,44 @@ def _csv_sites(path: Path, map_id: int) -> np.ndarray:
 
 
 def load_real_maps(root: Path, resolution: int, *, maps: Sequence[int] | None = None, tx_per_map: int | None = None,
-                   gain_folder: str | None = None, antenna_order: str = "xy") -> RealMaps:
-    """Read and resize every sample of the folder (see the module docstring); every defect is a
+                   split: str | None = None, gain_folder: str | None = None, antenna_order: str = "xy",
+                   progress: bool = True) -> RealMaps:
+    """Read and resize every sample of the folder (`find_samples` chooses them; see the module
+    docstring), with a status line per map read on stderr when `progress`; every defect is a
     one-line `UserError` naming the file."""
     root = Path(root)
     folder = choose_gain_folder(root, gain_folder)
     if antenna_order not in ANTENNA_ORDERS:
         raise UserError(f"antenna order must be one of {', '.join(ANTENNA_ORDERS)}, got {antenna_order}")
-    dynamic = folder == "carsDPM"
-    factor = 256 // resolution
-    samples, targets, layouts, cars_by_map = [], [], {}, {}
-    for map_id, tx_ids in find_samples(root, folder, maps, tx_per_map):
-        buildings = read_mask_png(root / "png" / "buildings_complete" / f"{map_id}.png")
-        cars = read_mask_png(root / "png" / "cars" / f"{map_id}.png") if dynamic else np.zeros_like(buildings)
-        sites = read_tx_sites(root, map_id, tx_ids, antenna_order)
-        gray = radiomapseer_gray(root, map_id, tx_ids, dynamic=dynamic)
-        for tx_id, image, (tx, image_path) in zip(tx_ids, gray, sites):
-            _check_tx_is_brightest(image, buildings, tx, root / "gain" / folder / f"{map_id}_{tx_id}.png",
-                                   image_path, antenna_order)
-            query = prepare_query(buildings, tx, cars if dynamic else None, resolution)
-            samples.append(Sample(map_id, tx_id, tx, query))
-            targets.append(downsample_gain(image.astype(np.float32) / 255.0, buildings, factor))
-        layouts[map_id], cars_by_map[map_id] = buildings, cars
+    samples: list[Sample] = []
+    targets: list[np.ndarray] = []
+    layouts, cars_by_map = {}, {}
+    chosen = find_samples(root, folder, maps, tx_per_map, split)
+    with Progress(len(chosen), "evaluate: reading", unit="map", enabled=progress) as bar:
+        for map_id, tx_ids in chosen:
+            map_samples, map_targets, layouts[map_id], cars_by_map[map_id] = _read_map(
+                root, folder, map_id, tx_ids, antenna_order, resolution)
+            samples += map_samples
+            targets += map_targets
+            bar.update()
     return RealMaps(tuple(samples), np.stack(targets), layouts, cars_by_map, folder)
+
+
+def _read_map(root: Path, folder: str, map_id: int, tx_ids: list[int], antenna_order: str, resolution: int
+              ) -> tuple[list[Sample], list[np.ndarray], np.ndarray, np.ndarray]:
+    """One map's samples and targets `[H, W]` at the model's grid, its layout and its cars
+    (bool `[256, 256]`, all False for DPM)."""
+    dynamic = folder == "carsDPM"
+    buildings = read_mask_png(root / "png" / "buildings_complete" / f"{map_id}.png")
+    cars = read_mask_png(root / "png" / "cars" / f"{map_id}.png") if dynamic else np.zeros_like(buildings)
+    samples, targets = [], []
+    sites = read_tx_sites(root, map_id, tx_ids, antenna_order)
+    for tx_id, image, (tx, image_path) in zip(tx_ids, radiomapseer_gray(root, map_id, tx_ids, dynamic=dynamic), sites):
+        _check_tx_is_brightest(image, buildings, tx, root / "gain" / folder / f"{map_id}_{tx_id}.png", image_path,
+                               antenna_order)
+        samples.append(Sample(map_id, tx_id, tx, prepare_query(buildings, tx, cars if dynamic else None, resolution)))
+        targets.append(downsample_gain(image.astype(np.float32) / 255.0, buildings, 256 // resolution))
+    return samples, targets, buildings, cars
 
 
 def _check_tx_is_brightest(gray: np.ndarray, buildings: np.ndarray, tx: tuple[int, int], path: Path,

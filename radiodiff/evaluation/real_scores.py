@@ -28,6 +28,7 @@ import torch
 from radiodiff.data.conditions import encode_condition
 from radiodiff.data.resample import downsample_gain
 from radiodiff.evaluation.radiomapseer import RealMaps, score_maps
+from radiodiff.progress import Progress
 
 BATCH = 16  # queries per network batch: bounded memory on a laptop, full batches on a GPU
 
@@ -51,20 +52,20 @@ def score_flux(predictor, real: RealMaps) -> RealScore:
     """The served Flux sampler of `predictor` (a `FluxPredictor` without a bank)."""
     queries = [sample.query for sample in real.samples]
     calls = predictor.plan.prefix_calls + predictor.plan.tail_calls  # the cold path: stage 1 runs per layout
-    return _row("flux", real, *_batched(queries, lambda chunk: predictor.predict(chunk)[0]), calls)
+    return _row("flux", real, *_batched(queries, lambda chunk: predictor.predict(chunk)[0], "flux"), calls)
 
 
 def score_ddim(model, encodings, real: RealMaps, steps: int, seed: int = 0) -> RealScore:
     """DDIM with `steps` steps on the denoiser `model` (a `LatentDiffusion`), noise seeded by `seed`."""
     from radiodiff.generation import generate
 
-    cond = _conditions(real, encodings)
-
     def run(chunk: list[int]) -> np.ndarray:
         generator = torch.Generator().manual_seed(seed + chunk[0])  # per batch: results do not depend on BATCH order
-        return generate(model, cond[chunk], steps=steps, generator=generator)[:, 0].float().cpu().numpy()
+        cond = _conditions(real, encodings, chunk)
+        return generate(model, cond, steps=steps, generator=generator)[:, 0].float().cpu().numpy()
 
-    return _row(f"ddim_{steps}", real, *_batched(list(range(len(real.samples))), run), steps)
+    name = f"ddim_{steps}"
+    return _row(name, real, *_batched(list(range(len(real.samples))), run, name), steps)
 
 
 def score_baseline(path: Path, device, real: RealMaps) -> RealScore:
@@ -72,13 +73,13 @@ def score_baseline(path: Path, device, real: RealMaps) -> RealScore:
     from radiodiff.artifacts.baseline import load_baseline, predict_baseline
 
     model, condition = load_baseline(path, device)
-    cond = _conditions(real, condition.encodings)
 
     def run(chunk: list[int]) -> np.ndarray:
+        cond = _conditions(real, condition.encodings, chunk).to(device)
         with torch.no_grad():
-            return predict_baseline(model, cond[chunk].to(device))[:, 0].float().cpu().numpy()
+            return predict_baseline(model, cond)[:, 0].float().cpu().numpy()
 
-    return _row("baseline", real, *_batched(list(range(len(real.samples))), run), 1)
+    return _row("baseline", real, *_batched(list(range(len(real.samples))), run, "baseline"), 1)
 
 
 def score_simulator(real: RealMaps, resolution: int) -> RealScore:
@@ -88,32 +89,39 @@ def score_simulator(real: RealMaps, resolution: int) -> RealScore:
     factor = real.layouts_256[real.samples[0].map_id].shape[0] // resolution
     simulators: dict[int, CitySimulator] = {}
     maps, seconds = [], []
-    for sample in real.samples:
-        start = time.perf_counter()
-        if sample.map_id not in simulators:  # the per-city setup, shared by the map's Tx
-            cars = real.cars_256[sample.map_id] if real.gain_folder == "carsDPM" else None
-            simulators[sample.map_id] = CitySimulator(real.layouts_256[sample.map_id], cars=cars)
-        gray = simulators[sample.map_id].gain_gray(*sample.tx_256)
-        maps.append(downsample_gain(gray.astype(np.float32) / 255.0, real.layouts_256[sample.map_id], factor))
-        seconds.append(time.perf_counter() - start)
+    with Progress(len(real.samples), "evaluate: simulator", unit="map") as bar:
+        for sample in real.samples:
+            start = time.perf_counter()
+            if sample.map_id not in simulators:  # the per-city setup, shared by the map's Tx
+                simulators.clear()  # samples come map by map: one city's setup in memory at a time
+                cars = real.cars_256[sample.map_id] if real.gain_folder == "carsDPM" else None
+                simulators[sample.map_id] = CitySimulator(real.layouts_256[sample.map_id], cars=cars)
+            gray = simulators[sample.map_id].gain_gray(*sample.tx_256)
+            maps.append(downsample_gain(gray.astype(np.float32) / 255.0, real.layouts_256[sample.map_id], factor))
+            seconds.append(time.perf_counter() - start)
+            bar.update()
     return _row("simulator", real, np.stack(maps), seconds, 0)
 
 
-def _conditions(real: RealMaps, encodings) -> torch.Tensor:
-    """Condition channels `[N, C, H, W]` of the samples, as the served model encodes a query."""
+def _conditions(real: RealMaps, encodings, indices: Sequence[int]) -> torch.Tensor:
+    """Condition channels `[len(indices), C, H, W]` of those samples, as the served model encodes
+    a query; built per batch, since the whole dataset's would take gigabytes."""
     return torch.from_numpy(np.stack([
         encode_condition(s.query.buildings, s.query.cars, s.query.tx[0], s.query.tx[1], encodings)
-        for s in real.samples]))
+        for s in (real.samples[i] for i in indices)]))
 
 
-def _batched(items: Sequence, run: Callable[[list], np.ndarray]) -> tuple[np.ndarray, list[float]]:
-    """`run` over chunks of BATCH items: (stacked maps `[N, H, W]`, seconds per map of each chunk)."""
+def _batched(items: Sequence, run: Callable[[list], np.ndarray], label: str) -> tuple[np.ndarray, list[float]]:
+    """`run` over chunks of BATCH items, with a status line on stderr: (stacked maps `[N, H, W]`,
+    seconds per map of each chunk)."""
     maps, seconds = [], []
-    for first in range(0, len(items), BATCH):
-        chunk = list(items[first:first + BATCH])
-        start = time.perf_counter()
-        maps.append(np.asarray(run(chunk), dtype=np.float32))
-        seconds.append((time.perf_counter() - start) / len(chunk))
+    with Progress(len(items), f"evaluate: {label}", unit="map") as bar:
+        for first in range(0, len(items), BATCH):
+            chunk = list(items[first:first + BATCH])
+            start = time.perf_counter()
+            maps.append(np.asarray(run(chunk), dtype=np.float32))
+            seconds.append((time.perf_counter() - start) / len(chunk))
+            bar.update(len(chunk))
     return np.concatenate(maps), seconds
 
 
