@@ -9,11 +9,17 @@ import numpy as np
 from radiodiff.errors import UserError
 from radiodiff.sim.masks import TX_SNAP_RADIUS, resolve_tx, validate_mask
 
-__all__ = ["TX_SNAP_RADIUS", "read_mask_png", "resolve_tx", "validate_mask"]
+__all__ = ["TX_SNAP_RADIUS", "read_gray_png", "read_mask_png", "resolve_tx", "validate_mask"]
 
 
 def read_mask_png(path: Path, size: int | None = 256) -> np.ndarray:
     """Read a binary PNG mask (0 free, 255 occupied) as `[size, size]` bool, with clear errors."""
+    return validate_mask(read_gray_png(path), name=str(path), size=size)
+
+
+def read_gray_png(path: Path) -> np.ndarray:
+    """A one-channel image as its own values `[H, W]` (colour converted to gray), with clear
+    errors; transparent pixels are refused."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -24,13 +30,12 @@ def read_mask_png(path: Path, size: int | None = 256) -> np.ndarray:
     try:
         with Image.open(path) as image:
             _refuse_transparency(image, path)
-            # 16-bit and float images are checked on their own values: converting them to 8 bits
-            # first would clip any value above 255 to 255 and pass a non-binary mask as binary.
+            # 16-bit and float images keep their own values: converting them to 8 bits first
+            # would clip any value above 255 to 255 and pass a non-binary mask as binary.
             raw = image.mode in ("1", "L", "F") or image.mode.startswith("I")
-            array = np.asarray(image if raw else image.convert("L"))
+            return np.asarray(image if raw else image.convert("L"))
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"{path}: not a readable image ({exc})") from None
-    return validate_mask(array, name=str(path), size=size)
 
 
 def _refuse_transparency(image, path: Path) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiodiff.data.layout import read_mask_png
+from radiodiff.data.layout import read_gray_png, read_mask_png
 from radiodiff.data.resample import downsample_gain
 from radiodiff.data.split import radiounet_split
 from radiodiff.data.targets import radiomapseer_gray
@@ -132,14 +132,7 @@ def read_tx_sites(root: Path, map_id: int, tx_ids: Sequence[int], order: str
 def read_tx_image(path: Path) -> tuple[int, int]:
     """The Tx pixel (row, col) of an antenna image: 256 x 256, 0 but at the transmitter. Should an
     image mark the site with more than one pixel, the centre of its brightest pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            raw = image.mode in ("1", "L", "F") or image.mode.startswith("I")
-            array = np.asarray(image if raw else image.convert("L"), dtype=np.float64)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc})") from None
+    array = read_gray_png(path).astype(np.float64)
     if array.shape != (256, 256):
         raise UserError(f"{path}: expected a 256 x 256 antenna image, got {'x'.join(map(str, array.shape))}")
     peak = array.max()
