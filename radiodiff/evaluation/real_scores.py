@@ -87,16 +87,15 @@ def score_simulator(real: RealMaps, resolution: int) -> RealScore:
     from radiodiff.sim import CitySimulator
 
     factor = real.layouts_256[real.samples[0].map_id].shape[0] // resolution
-    simulators: dict[int, CitySimulator] = {}
+    city, simulator = None, None
     maps, seconds = [], []
     with Progress(len(real.samples), "evaluate: simulator", unit="map") as bar:
         for sample in real.samples:
             start = time.perf_counter()
-            if sample.map_id not in simulators:  # the per-city setup, shared by the map's Tx
-                simulators.clear()  # samples come map by map: one city's setup in memory at a time
+            if sample.map_id != city:  # the per-city setup, shared by the map's Tx (samples come map by map)
                 cars = real.cars_256[sample.map_id] if real.gain_folder == "carsDPM" else None
-                simulators[sample.map_id] = CitySimulator(real.layouts_256[sample.map_id], cars=cars)
-            gray = simulators[sample.map_id].gain_gray(*sample.tx_256)
+                city, simulator = sample.map_id, CitySimulator(real.layouts_256[sample.map_id], cars=cars)
+            gray = simulator.gain_gray(*sample.tx_256)
             maps.append(downsample_gain(gray.astype(np.float32) / 255.0, real.layouts_256[sample.map_id], factor))
             seconds.append(time.perf_counter() - start)
             bar.update()
